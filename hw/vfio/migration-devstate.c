@@ -1,0 +1,1305 @@
+/*
+ * VFIO migration through device-state regions
+ *
+ * A device that has no VFIO_DEVICE_FEATURE_MIGRATION but offers the
+ * device-state regions (a control region, a config data region, and
+ * optionally a device-memory data region, a system-memory dirty bitmap
+ * region and a migration_version region; see linux-headers/linux/vfio.h)
+ * is migrated through them.  Every access goes through the device's
+ * region I/O operations, so kernel vfio-pci and vfio-user-pci devices
+ * share this code.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "qemu/error-report.h"
+#include "qemu/units.h"
+#include "qemu/timer.h"
+#include <linux/vfio.h>
+#include <sys/mman.h>
+#include "system/runstate.h"
+#include "hw/pci/pci_device.h"
+#include "hw/vfio/vfio-device.h"
+#include "migration/misc.h"
+#include "migration/savevm.h"
+#include "migration/qemu-file.h"
+#include "migration/register.h"
+#include "migration/options.h"
+#include "qapi/error.h"
+#include "vfio-migration-internal.h"
+#include "vfio-helpers.h"
+#include "migration-devstate.h"
+#include "trace.h"
+
+/* The uAPI struct is naturally aligned; check its layout. */
+QEMU_BUILD_BUG_ON(sizeof(struct vfio_device_state_ctl) != 88);
+QEMU_BUILD_BUG_ON(offsetof(struct vfio_device_state_ctl, device_config) != 16);
+QEMU_BUILD_BUG_ON(offsetof(struct vfio_device_state_ctl, device_memory) != 32);
+QEMU_BUILD_BUG_ON(offsetof(struct vfio_device_state_ctl, system_memory) != 56);
+QEMU_BUILD_BUG_ON(offsetof(struct vfio_device_state_ctl,
+                           system_memory.action) != 72);
+QEMU_BUILD_BUG_ON(offsetof(struct vfio_device_state_ctl, reserved2) != 80);
+
+#define CTL(field) offsetof(struct vfio_device_state_ctl, field), #field
+
+#define DS_STATE_RUNNING_LOGGING VFIO_DEVICE_DATA_STATE_LOGGING
+#define DS_STATE_STOP_LOGGING    (VFIO_DEVICE_DATA_STATE_STOP | \
+                                  VFIO_DEVICE_DATA_STATE_LOGGING)
+
+/* Bounds of one precopy iteration (review R50). */
+#define VFIO_DS_ITER_MAX_BYTES   (256 * MiB)
+#define VFIO_DS_ITER_MAX_NS      (100 * SCALE_MS)
+/* Data sets a stopped device may still produce before we call it broken. */
+#define VFIO_DS_STOP_MAX_SETS    4
+
+typedef struct VFIODevstateRegion {
+    const char *name;
+    uint8_t nr;
+    uint64_t size;
+    void *mmap;
+} VFIODevstateRegion;
+
+struct VFIODevstate {
+    VFIODevice *vbasedev;
+    uint32_t caps;
+    uint32_t state;
+    uint32_t page_shift;
+    VFIODevstateRegion ctl, config, memory, bitmap, version;
+    char version_str[VFIO_DEVICE_STATE_VERSION_MAX];
+    uint8_t *bounce;            /* for data regions that are not mmapped */
+    size_t bounce_size;
+
+    /* Save side: the data set being sent, if any. */
+    bool set_open;
+    uint64_t set_size;
+    uint64_t set_pos;
+    uint64_t last_set_size;
+    Error *save_err;
+
+    /* Load side. */
+    bool header_loaded;
+    bool load_done;
+    uint64_t src_memory_region_size;
+    bool load_set_open;
+    uint64_t load_set_size;
+    uint64_t load_pos;          /* bytes of the set received */
+    uint64_t load_dev_pos;      /* bytes of the set handed to the device */
+};
+
+static const char *ds_state_str(uint32_t state)
+{
+    switch (state) {
+    case VFIO_DEVICE_DATA_STATE_RUNNING:
+        return "RUNNING";
+    case VFIO_DEVICE_DATA_STATE_STOP:
+        return "STOP";
+    case DS_STATE_RUNNING_LOGGING:
+        return "RUNNING|LOGGING";
+    case DS_STATE_STOP_LOGGING:
+        return "STOP|LOGGING";
+    default:
+        return "INVALID";
+    }
+}
+
+static VFIODevstate *ds_of(VFIODevice *vbasedev)
+{
+    return vbasedev->migration ? vbasedev->migration->devstate : NULL;
+}
+
+bool vfio_devstate_device(VFIODevice *vbasedev)
+{
+    return ds_of(vbasedev) != NULL;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Region access */
+
+static int ds_ctl_read(VFIODevstate *ds, off_t off, const char *field,
+                       void *val, uint32_t size, Error **errp)
+{
+    VFIODevice *vbasedev = ds->vbasedev;
+    int ret;
+
+    ret = vbasedev->io_ops->region_read(vbasedev, ds->ctl.nr, off, size, val);
+    if (ret != size) {
+        error_setg_errno(errp, ret < 0 ? -ret : EIO,
+                         "%s: failed to read device-state %s", vbasedev->name,
+                         field);
+        return ret < 0 ? ret : -EIO;
+    }
+    return 0;
+}
+
+static int ds_ctl_read32(VFIODevstate *ds, off_t off, const char *field,
+                         uint32_t *val, Error **errp)
+{
+    uint32_t le;
+    int ret = ds_ctl_read(ds, off, field, &le, sizeof(le), errp);
+
+    *val = le32_to_cpu(le);
+    trace_vfio_ds_ctl_read(ds->vbasedev->name, field, ret ? -1 : *val);
+    return ret;
+}
+
+static int ds_ctl_read64(VFIODevstate *ds, off_t off, const char *field,
+                         uint64_t *val, Error **errp)
+{
+    uint64_t le;
+    int ret = ds_ctl_read(ds, off, field, &le, sizeof(le), errp);
+
+    *val = le64_to_cpu(le);
+    trace_vfio_ds_ctl_read(ds->vbasedev->name, field, ret ? -1 : *val);
+    return ret;
+}
+
+static int ds_ctl_write(VFIODevstate *ds, off_t off, const char *field,
+                        uint64_t val, uint32_t size, Error **errp)
+{
+    VFIODevice *vbasedev = ds->vbasedev;
+    uint64_t le64 = cpu_to_le64(val);
+    uint32_t le32 = cpu_to_le32(val);
+    int ret;
+
+    trace_vfio_ds_ctl_write(vbasedev->name, field, val);
+    ret = vbasedev->io_ops->region_write(vbasedev, ds->ctl.nr, off, size,
+                                         size == 8 ? (void *)&le64 : &le32,
+                                         false);
+    if (ret != size) {
+        error_setg_errno(errp, ret < 0 ? -ret : EIO,
+                         "%s: device refused write of 0x%" PRIx64
+                         " to device-state %s", vbasedev->name, val, field);
+        return ret < 0 ? ret : -EIO;
+    }
+    return 0;
+}
+
+static int ds_ctl_write32(VFIODevstate *ds, off_t off, const char *field,
+                          uint32_t val, Error **errp)
+{
+    return ds_ctl_write(ds, off, field, val, 4, errp);
+}
+
+static int ds_ctl_write64(VFIODevstate *ds, off_t off, const char *field,
+                          uint64_t val, Error **errp)
+{
+    return ds_ctl_write(ds, off, field, val, 8, errp);
+}
+
+/* Move @len bytes at @off of a data region from/to @buf. */
+static int ds_region_rw(VFIODevstate *ds, VFIODevstateRegion *r, uint64_t off,
+                        void *buf, uint64_t len, bool write, Error **errp)
+{
+    VFIODevice *vbasedev = ds->vbasedev;
+    uint64_t done = 0;
+
+    assert(off <= r->size && len <= r->size - off);
+    if (r->mmap) {
+        if (write) {
+            memcpy((uint8_t *)r->mmap + off, buf, len);
+        } else {
+            memcpy(buf, (uint8_t *)r->mmap + off, len);
+        }
+        return 0;
+    }
+    while (done < len) {
+        uint32_t n = MIN(len - done, VFIO_DS_MAX_XFER);
+        int ret;
+
+        if (write) {
+            ret = vbasedev->io_ops->region_write(vbasedev, r->nr, off + done,
+                                                 n, (uint8_t *)buf + done,
+                                                 false);
+        } else {
+            ret = vbasedev->io_ops->region_read(vbasedev, r->nr, off + done,
+                                                n, (uint8_t *)buf + done);
+        }
+        if (ret <= 0) {
+            error_setg_errno(errp, ret < 0 ? -ret : EIO,
+                             "%s: failed to %s %u bytes at 0x%" PRIx64
+                             " of the device-state %s region", vbasedev->name,
+                             write ? "write" : "read", n, off + done, r->name);
+            return ret < 0 ? ret : -EIO;
+        }
+        done += ret;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Device state */
+
+static int ds_set_state(VFIODevstate *ds, uint32_t new, Error **errp)
+{
+    VFIODevice *vbasedev = ds->vbasedev;
+    uint32_t old = ds->state, real;
+    int ret;
+
+    if (new == old) {
+        return 0;
+    }
+    trace_vfio_ds_set_state(vbasedev->name, ds_state_str(old),
+                            ds_state_str(new));
+    ret = ds_ctl_write32(ds, CTL(device_state), new, errp);
+    if (!ret) {
+        ds->state = new;
+        return 0;
+    }
+    error_prepend(errp, "%s -> %s: ", ds_state_str(old), ds_state_str(new));
+    /* The device reports the state it is really in (or nothing at all). */
+    if (!ds_ctl_read32(ds, CTL(device_state), &real, NULL) &&
+        !(real & ~VFIO_DEVICE_DATA_STATE_MASK)) {
+        ds->state = real;
+    }
+    return ret;
+}
+
+static int ds_set_logging(VFIODevstate *ds, bool on, Error **errp)
+{
+    uint32_t new = on ? ds->state | VFIO_DEVICE_DATA_STATE_LOGGING :
+                        ds->state & ~VFIO_DEVICE_DATA_STATE_LOGGING;
+
+    if (!on) {
+        /* Ending the session discards any data set that was open. */
+        ds->set_open = false;
+    }
+    return ds_set_state(ds, new, errp);
+}
+
+bool vfio_devstate_is_running(VFIODevice *vbasedev)
+{
+    return !(ds_of(vbasedev)->state & VFIO_DEVICE_DATA_STATE_STOP);
+}
+
+bool vfio_devstate_is_logging(VFIODevice *vbasedev)
+{
+    return ds_of(vbasedev)->state & VFIO_DEVICE_DATA_STATE_LOGGING;
+}
+
+void vfio_devstate_vmstate_change(void *opaque, bool running, RunState state)
+{
+    VFIODevice *vbasedev = opaque;
+    VFIODevstate *ds = ds_of(vbasedev);
+    Error *local_err = NULL;
+    uint32_t new = (ds->state & VFIO_DEVICE_DATA_STATE_LOGGING) |
+                   (running ? 0 : VFIO_DEVICE_DATA_STATE_STOP);
+    int ret;
+
+    trace_vfio_ds_vmstate_change(vbasedev->name, running, RunState_str(state),
+                                 ds_state_str(new));
+    ret = ds_set_state(ds, new, &local_err);
+    if (ret) {
+        /* vm_state_notify() cannot fail; fail the migration instead. */
+        error_report_err(error_copy(local_err));
+        migration_file_set_error(ret, local_err);
+    }
+}
+
+void vfio_devstate_migration_failed(VFIODevice *vbasedev)
+{
+    VFIODevstate *ds = ds_of(vbasedev);
+    Error *local_err = NULL;
+
+    if (ds_set_logging(ds, false, &local_err)) {
+        error_report_err(local_err);
+    }
+}
+
+/* ---------------------------------------------------------------------- */
+/* System-memory dirty bitmap */
+
+int vfio_devstate_logging_start(VFIODevice *vbasedev, Error **errp)
+{
+    return ds_set_logging(ds_of(vbasedev), true, errp);
+}
+
+int vfio_devstate_logging_stop(VFIODevice *vbasedev, Error **errp)
+{
+    return ds_set_logging(ds_of(vbasedev), false, errp);
+}
+
+/*
+ * OR the device's dirty bits of [@iova, @iova + @size) into @bitmap, one
+ * bit per host page from @iova.  A device without CAP_SYSTEM_MEMORY has
+ * declared that it never writes guest memory: it adds nothing.
+ */
+int vfio_devstate_query_dirty_bitmap(VFIODevice *vbasedev, hwaddr iova,
+                                     hwaddr size, unsigned long *bitmap,
+                                     Error **errp)
+{
+    VFIODevstate *ds = ds_of(vbasedev);
+    uint64_t first = iova >> ds->page_shift;
+    uint64_t pages = DIV_ROUND_UP(size, 1ULL << ds->page_shift);
+    uint64_t capacity = ds->bitmap.size * BITS_PER_BYTE;
+    uint64_t done = 0;
+    g_autofree uint64_t *words = NULL;
+    int ret;
+
+    if (!(ds->caps & VFIO_DEVICE_DATA_CAP_SYSTEM_MEMORY)) {
+        return 0;
+    }
+    words = g_malloc(ds->bitmap.size);
+    while (done < pages) {
+        uint64_t nr = MIN(pages - done, capacity);
+        uint64_t nwords = DIV_ROUND_UP(nr, 64), i;
+
+        trace_vfio_ds_bitmap_query(vbasedev->name, first + done, nr);
+        ret = ds_ctl_write64(ds, CTL(system_memory.start_pfn), first + done,
+                             errp);
+        ret = ret ?: ds_ctl_write64(ds, CTL(system_memory.page_nr), nr, errp);
+        ret = ret ?: ds_ctl_write32(ds, CTL(system_memory.action),
+                                    VFIO_DEVICE_DATA_ACTION_GET_BITMAP, errp);
+        ret = ret ?: ds_region_rw(ds, &ds->bitmap, 0, words, nwords * 8,
+                                  false, errp);
+        if (ret) {
+            return ret;
+        }
+        if (nr % 64) {
+            /* Bits past page_nr are the device's garbage, not ours. */
+            words[nwords - 1] = cpu_to_le64(le64_to_cpu(words[nwords - 1]) &
+                                            ((1ULL << (nr % 64)) - 1));
+        }
+        /* done is a multiple of capacity, itself a multiple of 64. */
+        for (i = 0; i < nwords; i++) {
+            uint64_t w = le64_to_cpu(words[i]);
+            uint64_t bit = done + i * 64;
+
+            if (!w) {
+                continue;
+            }
+#if HOST_LONG_BITS == 64
+            bitmap[bit / 64] |= w;
+#else
+            bitmap[bit / 32] |= (uint32_t)w;
+            bitmap[bit / 32 + 1] |= (uint32_t)(w >> 32);
+#endif
+        }
+        done += nr;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Probe */
+
+static int ds_find_region(VFIODevstate *ds, VFIODevstateRegion *r,
+                          uint32_t subtype, const char *name, bool required,
+                          Error **errp)
+{
+    VFIODevice *vbasedev = ds->vbasedev;
+    struct vfio_region_info *info;
+    int ret;
+
+    r->name = name;
+    ret = vfio_device_get_region_info_type(vbasedev,
+                                           VFIO_REGION_TYPE_DEVICE_STATE,
+                                           subtype, &info);
+    if (ret) {
+        if (required) {
+            error_setg(errp, "%s: device-state %s region is missing",
+                       vbasedev->name, name);
+            return -ENODEV;
+        }
+        return 0;
+    }
+    if (!required) {
+        error_setg(errp, "%s: device has a device-state %s region but not "
+                   "the capability that goes with it", vbasedev->name, name);
+        return -EINVAL;
+    }
+    if ((info->flags & (VFIO_REGION_INFO_FLAG_READ |
+                        VFIO_REGION_INFO_FLAG_WRITE)) !=
+        (VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE)) {
+        error_setg(errp, "%s: device-state %s region is not readable and "
+                   "writable", vbasedev->name, name);
+        return -EINVAL;
+    }
+    if (info->size == 0 || info->size > VFIO_DS_MAX_REGION_SIZE) {
+        error_setg(errp, "%s: device-state %s region size 0x%llx is out of "
+                   "range (1 byte to %u MiB)", vbasedev->name, name,
+                   (unsigned long long)info->size,
+                   (unsigned)(VFIO_DS_MAX_REGION_SIZE / MiB));
+        return -EINVAL;
+    }
+    r->nr = info->index;
+    r->size = info->size;
+    trace_vfio_ds_region(vbasedev->name, name, r->nr, r->size, info->flags);
+    return 1;
+}
+
+/* mmap a data region when the device offers the whole of it. */
+static void ds_mmap_region(VFIODevstate *ds, VFIODevstateRegion *r)
+{
+    VFIODevice *vbasedev = ds->vbasedev;
+    struct vfio_region_info *info;
+    struct vfio_info_cap_header *hdr;
+    void *p;
+    int fd;
+
+    if (!r->size || vbasedev->no_mmap ||
+        vfio_device_get_region_info(vbasedev, r->nr, &info) ||
+        !(info->flags & VFIO_REGION_INFO_FLAG_MMAP)) {
+        return;
+    }
+    hdr = vfio_get_region_info_cap(info, VFIO_REGION_INFO_CAP_SPARSE_MMAP);
+    if (hdr) {
+        struct vfio_region_info_cap_sparse_mmap *sparse =
+            container_of(hdr, struct vfio_region_info_cap_sparse_mmap, header);
+
+        if (sparse->nr_areas != 1 || sparse->areas[0].offset != 0 ||
+            sparse->areas[0].size < r->size) {
+            return;
+        }
+    }
+    fd = vfio_device_get_region_fd(vbasedev, r->nr);
+    p = mmap(NULL, r->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+             info->offset);
+    if (p == MAP_FAILED) {
+        warn_report("%s: cannot mmap device-state %s region, using "
+                    "read/write: %s", vbasedev->name, r->name,
+                    strerror(errno));
+        return;
+    }
+    r->mmap = p;
+    trace_vfio_ds_region_mmap(vbasedev->name, r->name, r->size);
+}
+
+static int ds_read_version(VFIODevstate *ds, Error **errp)
+{
+    size_t len = MIN(ds->version.size, sizeof(ds->version_str));
+    size_t i;
+    int ret;
+
+    ret = ds_region_rw(ds, &ds->version, 0, ds->version_str, len, false, errp);
+    if (ret) {
+        return ret;
+    }
+    for (i = 0; i < len && ds->version_str[i]; i++) {
+        if (!g_ascii_isprint(ds->version_str[i])) {
+            break;
+        }
+    }
+    if (i == 0 || i == len || ds->version_str[i]) {
+        error_setg(errp, "%s: device-state migration_version is not a "
+                   "printable NUL-terminated string", ds->vbasedev->name);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+void vfio_devstate_free(VFIODevstate *ds)
+{
+    VFIODevstateRegion *regions[] = { &ds->config, &ds->memory, &ds->bitmap };
+    int i;
+
+    for (i = 0; i < ARRAY_SIZE(regions); i++) {
+        if (regions[i]->mmap) {
+            munmap(regions[i]->mmap, regions[i]->size);
+        }
+    }
+    error_free(ds->save_err);
+    g_free(ds->bounce);
+    g_free(ds);
+}
+
+int vfio_devstate_probe(VFIODevice *vbasedev, VFIODevstate **out,
+                        Error **errp)
+{
+    g_autofree VFIODevstate *ds = g_new0(VFIODevstate, 1);
+    uint32_t version, reserved, state;
+    bool devmem, sysmem;
+    int ret;
+
+    ds->vbasedev = vbasedev;
+    ret = ds_find_region(ds, &ds->ctl, VFIO_REGION_SUBTYPE_DEVICE_STATE_CTL,
+                         "control", false, NULL);
+    if (ret == 0) {
+        return 0;       /* no device-state interface */
+    }
+    ret = ds_find_region(ds, &ds->ctl, VFIO_REGION_SUBTYPE_DEVICE_STATE_CTL,
+                         "control", true, errp);
+    if (ret < 0) {
+        return ret;
+    }
+    if (ds->ctl.size < sizeof(struct vfio_device_state_ctl)) {
+        error_setg(errp, "%s: device-state control region is %" PRIu64
+                   " bytes, the interface needs %zu", vbasedev->name,
+                   ds->ctl.size, sizeof(struct vfio_device_state_ctl));
+        return -EINVAL;
+    }
+    if (ds_ctl_read32(ds, CTL(version), &version, errp) ||
+        ds_ctl_read32(ds, CTL(caps), &ds->caps, errp) ||
+        ds_ctl_read32(ds, CTL(reserved), &reserved, errp) ||
+        ds_ctl_read32(ds, CTL(device_state), &state, errp)) {
+        return -EIO;
+    }
+    if (version != VFIO_DEVICE_STATE_INTERFACE_VERSION) {
+        error_setg(errp, "%s: device-state interface version %u, QEMU "
+                   "supports %u", vbasedev->name, version,
+                   VFIO_DEVICE_STATE_INTERFACE_VERSION);
+        return -EINVAL;
+    }
+    if (ds->caps & ~(VFIO_DEVICE_DATA_CAP_DEVICE_MEMORY |
+                     VFIO_DEVICE_DATA_CAP_SYSTEM_MEMORY)) {
+        error_setg(errp, "%s: device-state caps 0x%x has unknown bits",
+                   vbasedev->name, ds->caps);
+        return -EINVAL;
+    }
+    if (state != VFIO_DEVICE_DATA_STATE_RUNNING) {
+        error_setg(errp, "%s: device-state device_state is %s (0x%x) at "
+                   "realize, expected RUNNING", vbasedev->name,
+                   ds_state_str(state), state);
+        return -EINVAL;
+    }
+    ds->state = state;
+    devmem = ds->caps & VFIO_DEVICE_DATA_CAP_DEVICE_MEMORY;
+    sysmem = ds->caps & VFIO_DEVICE_DATA_CAP_SYSTEM_MEMORY;
+
+    if (ds_find_region(ds, &ds->config,
+                       VFIO_REGION_SUBTYPE_DEVICE_STATE_DATA_CONFIG,
+                       "config", true, errp) < 0 ||
+        ds_find_region(ds, &ds->memory,
+                       VFIO_REGION_SUBTYPE_DEVICE_STATE_DATA_MEMORY,
+                       "device-memory", devmem, errp) < 0 ||
+        ds_find_region(ds, &ds->bitmap,
+                       VFIO_REGION_SUBTYPE_DEVICE_STATE_DATA_DIRTYBITMAP,
+                       "dirty-bitmap", sysmem, errp) < 0 ||
+        ds_find_region(ds, &ds->version,
+                       VFIO_REGION_SUBTYPE_DEVICE_STATE_VERSION,
+                       "migration_version", true, NULL) < 0) {
+        return -EINVAL;
+    }
+    if (sysmem) {
+        if (ds->bitmap.size % sizeof(uint64_t)) {
+            error_setg(errp, "%s: device-state dirty-bitmap region size "
+                       "%" PRIu64 " is not a multiple of 8", vbasedev->name,
+                       ds->bitmap.size);
+            return -EINVAL;
+        }
+        if (ds_ctl_read32(ds, CTL(system_memory.page_shift), &ds->page_shift,
+                          errp)) {
+            return -EIO;
+        }
+        if (ds->page_shift != ctz64(qemu_real_host_page_size())) {
+            error_setg(errp, "%s: device-state page_shift %u does not match "
+                       "the host page size %zu", vbasedev->name,
+                       ds->page_shift, qemu_real_host_page_size());
+            return -EINVAL;
+        }
+    }
+    if (ds->version.size && ds_read_version(ds, errp)) {
+        return -EINVAL;
+    }
+
+    ds_mmap_region(ds, &ds->config);
+    ds_mmap_region(ds, &ds->memory);
+    ds_mmap_region(ds, &ds->bitmap);
+    ds->bounce_size = MAX(ds->config.size, ds->memory.size);
+    ds->bounce = g_malloc(ds->bounce_size);
+
+    trace_vfio_ds_probe(vbasedev->name, ds->caps, ds->config.size,
+                        ds->memory.size, ds->bitmap.size, ds->version_str);
+    *out = g_steal_pointer(&ds);
+    return 1;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Save */
+
+static VFIODevstate *ds_opaque(void *opaque)
+{
+    return ds_of(opaque);
+}
+
+static PCIDevice *ds_pci_dev(VFIODevstate *ds)
+{
+    return (PCIDevice *)object_dynamic_cast(OBJECT(ds->vbasedev->dev),
+                                            TYPE_PCI_DEVICE);
+}
+
+static void ds_identity(VFIODevstate *ds, uint16_t id[4])
+{
+    PCIDevice *pdev = ds_pci_dev(ds);
+
+    memset(id, 0, 4 * sizeof(id[0]));
+    if (pdev) {
+        id[0] = pci_get_word(pdev->config + PCI_VENDOR_ID);
+        id[1] = pci_get_word(pdev->config + PCI_DEVICE_ID);
+        id[2] = pci_get_word(pdev->config + PCI_SUBSYSTEM_VENDOR_ID);
+        id[3] = pci_get_word(pdev->config + PCI_SUBSYSTEM_ID);
+    }
+}
+
+static int vfio_ds_save_prepare(void *opaque, Error **errp)
+{
+    VFIODevice *vbasedev = opaque;
+
+    if (runstate_check(RUN_STATE_SAVE_VM)) {
+        return 0;
+    }
+    if (migrate_postcopy_ram() || migrate_background_snapshot()) {
+        error_setg(errp, "%s: device-state migration supports neither "
+                   "postcopy nor background snapshot", vbasedev->name);
+        return -EOPNOTSUPP;
+    }
+    return 0;
+}
+
+static int vfio_ds_save_setup(QEMUFile *f, void *opaque, Error **errp)
+{
+    VFIODevstate *ds = ds_opaque(opaque);
+    size_t vlen = strlen(ds->version_str);
+    uint16_t id[4];
+    int i, ret;
+
+    ds->set_open = false;
+    ds->last_set_size = 0;
+    error_free(ds->save_err);
+    ds->save_err = NULL;
+
+    /* The logging session starts before any data is read (review X2). */
+    ret = ds_set_logging(ds, true, errp);
+    if (ret) {
+        return ret;
+    }
+
+    ds_identity(ds, id);
+    qemu_put_be64(f, VFIO_DS_FLAG_HEADER);
+    qemu_put_be32(f, VFIO_DEVICE_STATE_INTERFACE_VERSION);
+    qemu_put_be32(f, ds->caps);
+    qemu_put_be64(f, ds->config.size);
+    qemu_put_be64(f, ds->memory.size);
+    qemu_put_be64(f, ds->bitmap.size);
+    for (i = 0; i < 4; i++) {
+        qemu_put_be16(f, id[i]);
+    }
+    qemu_put_be32(f, vlen);
+    qemu_put_buffer(f, (uint8_t *)ds->version_str, vlen);
+    qemu_put_be64(f, VFIO_MIG_FLAG_END_OF_STATE);
+    trace_vfio_ds_save_setup(ds->vbasedev->name, ds->caps, ds->version_str);
+
+    ret = qemu_file_get_error(f);
+    if (ret) {
+        error_setg_errno(errp, -ret, "%s: failed to send the device-state "
+                         "header", ds->vbasedev->name);
+    }
+    return ret;
+}
+
+/* Open a data set; its size is 0 when the device has nothing to send. */
+static int ds_open_set(VFIODevstate *ds, Error **errp)
+{
+    int ret;
+
+    assert(!ds->set_open);
+    ret = ds_ctl_read64(ds, CTL(device_memory.size), &ds->set_size, errp);
+    if (ret) {
+        return ret;
+    }
+    trace_vfio_ds_set_open(ds->vbasedev->name, ds->set_size);
+    ds->set_pos = 0;
+    ds->set_open = ds->set_size > 0;
+    ds->last_set_size = ds->set_size;
+    return 0;
+}
+
+static int ds_save_chunk(QEMUFile *f, VFIODevstate *ds, Error **errp)
+{
+    uint64_t len = MIN(ds->memory.size, ds->set_size - ds->set_pos);
+    void *buf = ds->memory.mmap ?: ds->bounce;
+    int ret;
+
+    if (ds->set_pos == 0) {
+        qemu_put_be64(f, VFIO_DS_FLAG_MEM_SET);
+        qemu_put_be64(f, ds->set_size);
+    }
+    ret = ds_ctl_write64(ds, CTL(device_memory.pos), ds->set_pos, errp);
+    ret = ret ?: ds_ctl_write32(ds, CTL(device_memory.action),
+                                VFIO_DEVICE_DATA_ACTION_GET_BUFFER, errp);
+    if (!ret && !ds->memory.mmap) {
+        ret = ds_region_rw(ds, &ds->memory, 0, buf, len, false, errp);
+    }
+    if (ret) {
+        return ret;
+    }
+    trace_vfio_ds_save_chunk(ds->vbasedev->name, ds->set_pos, len);
+    qemu_put_be64(f, VFIO_DS_FLAG_MEM_CHUNK);
+    qemu_put_be64(f, ds->set_pos);
+    qemu_put_be64(f, len);
+    qemu_put_buffer(f, buf, len);
+    vfio_migration_add_bytes_transferred(len);
+    ds->set_pos += len;
+    if (ds->set_pos == ds->set_size) {
+        ds->set_open = false;
+    }
+    return qemu_file_get_error(f);
+}
+
+static void ds_pending(VFIODevstate *ds, uint64_t *must_precopy)
+{
+    *must_precopy += ds->set_open ? ds->set_size - ds->set_pos :
+                                    ds->last_set_size;
+}
+
+static void vfio_ds_state_pending_estimate(void *opaque,
+                                           uint64_t *must_precopy,
+                                           uint64_t *can_postcopy)
+{
+    VFIODevstate *ds = ds_opaque(opaque);
+
+    if (ds->caps & VFIO_DEVICE_DATA_CAP_DEVICE_MEMORY) {
+        ds_pending(ds, must_precopy);
+    }
+    trace_vfio_ds_state_pending(ds->vbasedev->name, "estimate",
+                                *must_precopy);
+}
+
+static void vfio_ds_state_pending_exact(void *opaque, uint64_t *must_precopy,
+                                        uint64_t *can_postcopy)
+{
+    VFIODevstate *ds = ds_opaque(opaque);
+
+    if (!(ds->caps & VFIO_DEVICE_DATA_CAP_DEVICE_MEMORY)) {
+        return;
+    }
+    /* The honest figure: what the device has dirtied by now. */
+    if (!ds->set_open && !ds->save_err) {
+        ds_open_set(ds, &ds->save_err);
+    }
+    ds_pending(ds, must_precopy);
+    trace_vfio_ds_state_pending(ds->vbasedev->name, "exact", *must_precopy);
+}
+
+static bool vfio_ds_is_active_iterate(void *opaque)
+{
+    VFIODevstate *ds = ds_opaque(opaque);
+
+    return (ds->caps & VFIO_DEVICE_DATA_CAP_DEVICE_MEMORY) &&
+           (ds->state & VFIO_DEVICE_DATA_STATE_LOGGING);
+}
+
+static int ds_fail(VFIODevstate *ds, int ret, Error *err)
+{
+    migration_file_set_error(ret, error_copy(err));
+    error_report_err(err);
+    return ret;
+}
+
+static int vfio_ds_save_iterate(QEMUFile *f, void *opaque)
+{
+    VFIODevstate *ds = ds_opaque(opaque);
+    int64_t start = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+    uint64_t sent = 0;
+    Error *err = NULL;
+    int ret = 0;
+
+    if (ds->save_err) {
+        return ds_fail(ds, -EIO, error_copy(ds->save_err));
+    }
+    if (!ds->set_open) {
+        ret = ds_open_set(ds, &err);
+    }
+    while (!ret && ds->set_open && sent < VFIO_DS_ITER_MAX_BYTES &&
+           !migration_rate_exceeded(f) &&
+           qemu_clock_get_ns(QEMU_CLOCK_REALTIME) - start <
+           VFIO_DS_ITER_MAX_NS) {
+        uint64_t before = ds->set_pos;
+
+        ret = ds_save_chunk(f, ds, &err);
+        sent += ds->set_pos - before;
+    }
+    qemu_put_be64(f, VFIO_MIG_FLAG_END_OF_STATE);
+    trace_vfio_ds_save_iterate(ds->vbasedev->name, sent, ds->set_open);
+    if (ret) {
+        return ds_fail(ds, ret, err ?: error_copy(ds->save_err));
+    }
+    /* Done for now when the device had nothing dirty. */
+    return !ds->set_open && ds->last_set_size == 0;
+}
+
+static int vfio_ds_save_complete(QEMUFile *f, void *opaque)
+{
+    VFIODevstate *ds = ds_opaque(opaque);
+    VFIODevice *vbasedev = ds->vbasedev;
+    Error *err = NULL;
+    uint64_t size;
+    int sets = 0, ret = 0;
+
+    if (ds->save_err) {
+        return ds_fail(ds, -EIO, error_copy(ds->save_err));
+    }
+    /* The device is stopped: drain what it still has. */
+    while (ds->caps & VFIO_DEVICE_DATA_CAP_DEVICE_MEMORY) {
+        if (!ds->set_open) {
+            if (sets++ == VFIO_DS_STOP_MAX_SETS) {
+                error_setg(&err, "%s: stopped device still reports dirty "
+                           "device memory after %d data sets", vbasedev->name,
+                           VFIO_DS_STOP_MAX_SETS);
+                return ds_fail(ds, -EIO, err);
+            }
+            ret = ds_open_set(ds, &err);
+            if (ret || !ds->set_open) {
+                break;
+            }
+        }
+        ret = ds_save_chunk(f, ds, &err);
+        if (ret) {
+            break;
+        }
+    }
+
+    ret = ret ?: ds_ctl_write32(ds, CTL(device_config.action),
+                                VFIO_DEVICE_DATA_ACTION_GET_BUFFER, &err);
+    ret = ret ?: ds_ctl_read64(ds, CTL(device_config.size), &size, &err);
+    if (!ret && (size == 0 || size > ds->config.size)) {
+        error_setg(&err, "%s: device-state config size %" PRIu64 " is out of "
+                   "range (1 to %" PRIu64 ")", vbasedev->name, size,
+                   ds->config.size);
+        ret = -EINVAL;
+    }
+    if (!ret && !ds->config.mmap) {
+        ret = ds_region_rw(ds, &ds->config, 0, ds->bounce, size, false, &err);
+    }
+    if (ret) {
+        return ds_fail(ds, ret, err);
+    }
+    trace_vfio_ds_save_config(vbasedev->name, size);
+    qemu_put_be64(f, VFIO_DS_FLAG_DEV_CONFIG);
+    qemu_put_be64(f, size);
+    qemu_put_buffer(f, ds->config.mmap ?: ds->bounce, size);
+    vfio_migration_add_bytes_transferred(size);
+
+    if (vbasedev->ops->vfio_save_config) {
+        qemu_put_be64(f, VFIO_DS_FLAG_PCI_CONFIG);
+        ret = vbasedev->ops->vfio_save_config(vbasedev, f, &err);
+        if (ret) {
+            error_prepend(&err, "%s: failed to save PCI config: ",
+                          vbasedev->name);
+            return ds_fail(ds, ret, err);
+        }
+    }
+    qemu_put_be64(f, VFIO_MIG_FLAG_END_OF_STATE);
+    return qemu_file_get_error(f);
+}
+
+static void vfio_ds_save_cleanup(void *opaque)
+{
+    VFIODevstate *ds = ds_opaque(opaque);
+    Error *err = NULL;
+
+    /* Completed: STOP|LOGGING -> STOP; failed and running: -> RUNNING. */
+    if (ds_set_logging(ds, false, &err)) {
+        error_report_err(err);
+    }
+    error_free(ds->save_err);
+    ds->save_err = NULL;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Load */
+
+static int vfio_ds_load_setup(QEMUFile *f, void *opaque, Error **errp)
+{
+    VFIODevstate *ds = ds_opaque(opaque);
+
+    ds->header_loaded = false;
+    ds->load_done = false;
+    ds->load_set_open = false;
+    /* Hold the device still from before the first byte (review R52). */
+    return ds_set_state(ds, VFIO_DEVICE_DATA_STATE_STOP, errp);
+}
+
+static int vfio_ds_load_cleanup(void *opaque)
+{
+    VFIODevstate *ds = ds_opaque(opaque);
+    Error *err = NULL;
+
+    if (!ds->load_done && ds->state == VFIO_DEVICE_DATA_STATE_STOP) {
+        /*
+         * The load failed or was cut short: leaving STOP with an
+         * incomplete data set tells the device to drop it (review X17).
+         */
+        trace_vfio_ds_load_abandoned(ds->vbasedev->name);
+        if (ds_set_state(ds, VFIO_DEVICE_DATA_STATE_RUNNING, &err)) {
+            error_report_err(err);
+        }
+    }
+    return 0;
+}
+
+static int ds_load_header(QEMUFile *f, VFIODevstate *ds, Error **errp)
+{
+    const char *name = ds->vbasedev->name;
+    static const char *const id_names[] = {
+        "vendor ID", "device ID", "subsystem vendor ID", "subsystem ID"
+    };
+    char src_version[VFIO_DEVICE_STATE_VERSION_MAX];
+    uint32_t version, caps, vlen;
+    uint64_t config_size, memory_size, bitmap_size;
+    uint16_t id[4], src_id[4];
+    int i, ret;
+
+    if (ds->header_loaded) {
+        error_setg(errp, "%s: second device-state header in the stream",
+                   name);
+        return -EINVAL;
+    }
+    version = qemu_get_be32(f);
+    caps = qemu_get_be32(f);
+    config_size = qemu_get_be64(f);
+    memory_size = qemu_get_be64(f);
+    bitmap_size = qemu_get_be64(f);
+    for (i = 0; i < 4; i++) {
+        src_id[i] = qemu_get_be16(f);
+    }
+    vlen = qemu_get_be32(f);
+    ret = qemu_file_get_error(f);
+    if (ret) {
+        error_setg_errno(errp, -ret, "%s: truncated device-state header",
+                         name);
+        return ret;
+    }
+    if (version != VFIO_DEVICE_STATE_INTERFACE_VERSION) {
+        error_setg(errp, "%s: stream has device-state interface version %u, "
+                   "QEMU supports %u", name, version,
+                   VFIO_DEVICE_STATE_INTERFACE_VERSION);
+        return -EINVAL;
+    }
+    if (caps != ds->caps) {
+        error_setg(errp, "%s: stream has device-state caps 0x%x, the "
+                   "destination device has 0x%x", name, caps, ds->caps);
+        return -EINVAL;
+    }
+    if (config_size == 0 || config_size > VFIO_DS_MAX_REGION_SIZE ||
+        bitmap_size > VFIO_DS_MAX_REGION_SIZE ||
+        memory_size > VFIO_DS_MAX_REGION_SIZE ||
+        !memory_size != !(caps & VFIO_DEVICE_DATA_CAP_DEVICE_MEMORY)) {
+        error_setg(errp, "%s: stream has invalid device-state region sizes "
+                   "(config %" PRIu64 ", memory %" PRIu64 ", bitmap %" PRIu64
+                   ")", name, config_size, memory_size, bitmap_size);
+        return -EINVAL;
+    }
+    ds_identity(ds, id);
+    for (i = 0; i < 4; i++) {
+        if (src_id[i] != id[i]) {
+            error_setg(errp, "%s: stream is for a device with %s 0x%04x, "
+                       "this device has 0x%04x", name, id_names[i],
+                       src_id[i], id[i]);
+            return -EINVAL;
+        }
+    }
+    if (vlen >= sizeof(src_version)) {
+        error_setg(errp, "%s: stream's migration_version length %u exceeds "
+                   "%zu", name, vlen, sizeof(src_version) - 1);
+        return -EINVAL;
+    }
+    qemu_get_buffer(f, (uint8_t *)src_version, vlen);
+    src_version[vlen] = '\0';
+    ret = qemu_file_get_error(f);
+    if (ret) {
+        error_setg_errno(errp, -ret, "%s: truncated device-state header",
+                         name);
+        return ret;
+    }
+    for (i = 0; i < vlen; i++) {
+        if (!g_ascii_isprint(src_version[i])) {
+            error_setg(errp, "%s: stream's migration_version is not "
+                       "printable ASCII", name);
+            return -EINVAL;
+        }
+    }
+    if (!vlen != !ds->version.size) {
+        error_setg(errp, "%s: %s a migration_version, the destination "
+                   "device %s", name,
+                   vlen ? "source device has" : "source device has no",
+                   ds->version.size ? "has one" : "has none");
+        return -EINVAL;
+    }
+    if (vlen) {
+        /*
+         * Compatibility before any device data (spec section 7): the
+         * destination device judges the source's string.
+         */
+        if (vlen + 1 > ds->version.size) {
+            error_setg(errp, "%s: source migration_version '%s' does not "
+                       "fit the destination's region of %" PRIu64 " bytes",
+                       name, src_version, ds->version.size);
+            return -EINVAL;
+        }
+        trace_vfio_ds_version_check(name, src_version, ds->version_str);
+        ret = ds_region_rw(ds, &ds->version, 0, src_version, vlen + 1, true,
+                           NULL);
+        if (ret) {
+            error_setg_errno(errp, -ret, "%s: device refused migration_version"
+                             ": source '%s', destination '%s'", name,
+                             src_version, ds->version_str);
+            return ret;
+        }
+    }
+    ds->src_memory_region_size = memory_size;
+    ds->header_loaded = true;
+    trace_vfio_ds_load_header(name, caps, src_version);
+    if (migrate_switchover_ack()) {
+        return qemu_loadvm_approve_switchover();
+    }
+    return 0;
+}
+
+static int ds_load_set(QEMUFile *f, VFIODevstate *ds, Error **errp)
+{
+    const char *name = ds->vbasedev->name;
+    uint64_t size = qemu_get_be64(f);
+    int ret = qemu_file_get_error(f);
+
+    if (ret) {
+        error_setg_errno(errp, -ret, "%s: truncated data set header", name);
+        return ret;
+    }
+    if (!(ds->caps & VFIO_DEVICE_DATA_CAP_DEVICE_MEMORY)) {
+        error_setg(errp, "%s: device-memory data in the stream, but the "
+                   "device has no device memory", name);
+        return -EINVAL;
+    }
+    if (ds->load_set_open) {
+        error_setg(errp, "%s: new data set while %" PRIu64 " of %" PRIu64
+                   " bytes of the previous one are missing", name,
+                   ds->load_set_size - ds->load_pos, ds->load_set_size);
+        return -EINVAL;
+    }
+    if (size == 0) {
+        error_setg(errp, "%s: empty data set in the stream", name);
+        return -EINVAL;
+    }
+    /* The device checks the size against what it can hold. */
+    ret = ds_ctl_write64(ds, CTL(device_memory.size), size, errp);
+    if (ret) {
+        return ret;
+    }
+    trace_vfio_ds_load_set(name, size);
+    ds->load_set_open = true;
+    ds->load_set_size = size;
+    ds->load_pos = 0;
+    ds->load_dev_pos = 0;
+    return 0;
+}
+
+/* Hand what was staged of the data set to the device. */
+static int ds_load_flush(VFIODevstate *ds, uint64_t len, Error **errp)
+{
+    int ret = 0;
+
+    if (!ds->memory.mmap) {
+        ret = ds_region_rw(ds, &ds->memory, 0, ds->bounce, len, true, errp);
+    }
+    ret = ret ?: ds_ctl_write64(ds, CTL(device_memory.pos), ds->load_dev_pos,
+                                errp);
+    ret = ret ?: ds_ctl_write32(ds, CTL(device_memory.action),
+                                VFIO_DEVICE_DATA_ACTION_SET_BUFFER, errp);
+    if (!ret) {
+        trace_vfio_ds_load_chunk(ds->vbasedev->name, ds->load_dev_pos, len);
+        ds->load_dev_pos += len;
+    }
+    return ret;
+}
+
+static int ds_load_chunk(QEMUFile *f, VFIODevstate *ds, Error **errp)
+{
+    const char *name = ds->vbasedev->name;
+    uint64_t pos = qemu_get_be64(f);
+    uint64_t len = qemu_get_be64(f);
+    uint8_t *stage = ds->memory.mmap ?: ds->bounce;
+    uint64_t R = ds->memory.size;
+    int ret = qemu_file_get_error(f);
+
+    if (ret) {
+        error_setg_errno(errp, -ret, "%s: truncated chunk header", name);
+        return ret;
+    }
+    /* Review R4/X6: every value of the stream is checked before use. */
+    if (!ds->load_set_open) {
+        error_setg(errp, "%s: device-memory chunk outside a data set", name);
+        return -EINVAL;
+    }
+    if (pos != ds->load_pos) {
+        error_setg(errp, "%s: chunk at offset %" PRIu64 ", expected %" PRIu64,
+                   name, pos, ds->load_pos);
+        return -EINVAL;
+    }
+    if (len == 0 || len > ds->src_memory_region_size ||
+        len > ds->load_set_size - pos) {
+        error_setg(errp, "%s: chunk size %" PRIu64 " at offset %" PRIu64
+                   " is out of range (1 to %" PRIu64 ")", name, len, pos,
+                   MIN(ds->src_memory_region_size, ds->load_set_size - pos));
+        return -EINVAL;
+    }
+    /*
+     * Re-chunk to this device's region size: the source's may differ.
+     * Chunks are staged in the region (or the bounce buffer) and handed
+     * over whole, in order.
+     */
+    while (len) {
+        uint64_t fill = ds->load_pos - ds->load_dev_pos;
+        uint64_t n = MIN(len, R - fill);
+
+        if (qemu_get_buffer(f, stage + fill, n) != n ||
+            qemu_file_get_error(f)) {
+            ret = qemu_file_get_error(f) ?: -EIO;
+            error_setg_errno(errp, -ret, "%s: truncated chunk at offset %"
+                             PRIu64, name, ds->load_pos);
+            return ret;
+        }
+        ds->load_pos += n;
+        len -= n;
+        fill += n;
+        if (fill == R || ds->load_pos == ds->load_set_size) {
+            ret = ds_load_flush(ds, fill, errp);
+            if (ret) {
+                return ret;
+            }
+        }
+    }
+    if (ds->load_pos == ds->load_set_size) {
+        ds->load_set_open = false;
+    }
+    return 0;
+}
+
+static int ds_load_config(QEMUFile *f, VFIODevstate *ds, Error **errp)
+{
+    const char *name = ds->vbasedev->name;
+    uint64_t size = qemu_get_be64(f);
+    uint8_t *buf = ds->config.mmap ?: ds->bounce;
+    int ret = qemu_file_get_error(f);
+
+    if (ret) {
+        error_setg_errno(errp, -ret, "%s: truncated config header", name);
+        return ret;
+    }
+    if (ds->load_set_open) {
+        error_setg(errp, "%s: device config while %" PRIu64 " bytes of a "
+                   "data set are missing", name,
+                   ds->load_set_size - ds->load_pos);
+        return -EINVAL;
+    }
+    if (size == 0 || size > ds->config.size) {
+        error_setg(errp, "%s: device config size %" PRIu64 " is out of range "
+                   "(1 to %" PRIu64 ")", name, size, ds->config.size);
+        return -EINVAL;
+    }
+    ret = ds_ctl_write64(ds, CTL(device_config.size), size, errp);
+    if (ret) {
+        return ret;
+    }
+    if (qemu_get_buffer(f, buf, size) != size || qemu_file_get_error(f)) {
+        ret = qemu_file_get_error(f) ?: -EIO;
+        error_setg_errno(errp, -ret, "%s: truncated device config", name);
+        return ret;
+    }
+    ret = ds->config.mmap ? 0 :
+          ds_region_rw(ds, &ds->config, 0, buf, size, true, errp);
+    ret = ret ?: ds_ctl_write32(ds, CTL(device_config.action),
+                                VFIO_DEVICE_DATA_ACTION_SET_BUFFER, errp);
+    if (!ret) {
+        trace_vfio_ds_load_config(name, size);
+    }
+    return ret;
+}
+
+static int ds_load_pci_config(QEMUFile *f, VFIODevstate *ds, Error **errp)
+{
+    VFIODevice *vbasedev = ds->vbasedev;
+    int ret;
+
+    if (!vbasedev->ops->vfio_load_config) {
+        error_setg(errp, "%s: PCI config in the stream for a device that "
+                   "has none", vbasedev->name);
+        return -EINVAL;
+    }
+    ret = vbasedev->ops->vfio_load_config(vbasedev, f);
+    if (ret) {
+        error_setg_errno(errp, -ret, "%s: failed to load PCI config",
+                         vbasedev->name);
+        return ret;
+    }
+    ds->load_done = true;
+    return 0;
+}
+
+static int vfio_ds_load_state(QEMUFile *f, void *opaque, int version_id)
+{
+    VFIODevstate *ds = ds_opaque(opaque);
+    const char *name = ds->vbasedev->name;
+    Error *err = NULL;
+    int ret = 0;
+
+    if (version_id != 1) {
+        error_report("%s: device-state section version %d, expected 1",
+                     name, version_id);
+        return -EINVAL;
+    }
+    while (!ret) {
+        uint64_t tag = qemu_get_be64(f);
+
+        ret = qemu_file_get_error(f);
+        if (ret) {
+            error_setg_errno(&err, -ret, "%s: truncated device-state section",
+                             name);
+            break;
+        }
+        trace_vfio_ds_load_tag(name, tag);
+        if (tag == VFIO_MIG_FLAG_END_OF_STATE) {
+            return 0;
+        }
+        if (tag != VFIO_DS_FLAG_HEADER && !ds->header_loaded) {
+            error_setg(&err, "%s: device-state data 0x%" PRIx64 " before the "
+                       "header", name, tag);
+            ret = -EINVAL;
+            break;
+        }
+        switch (tag) {
+        case VFIO_DS_FLAG_HEADER:
+            ret = ds_load_header(f, ds, &err);
+            break;
+        case VFIO_DS_FLAG_MEM_SET:
+            ret = ds_load_set(f, ds, &err);
+            break;
+        case VFIO_DS_FLAG_MEM_CHUNK:
+            ret = ds_load_chunk(f, ds, &err);
+            break;
+        case VFIO_DS_FLAG_DEV_CONFIG:
+            ret = ds_load_config(f, ds, &err);
+            break;
+        case VFIO_DS_FLAG_PCI_CONFIG:
+            ret = ds_load_pci_config(f, ds, &err);
+            break;
+        default:
+            error_setg(&err, "%s: unknown device-state tag 0x%" PRIx64, name,
+                       tag);
+            ret = -EINVAL;
+        }
+    }
+    error_report_err(err);
+    return ret;
+}
+
+static bool vfio_ds_switchover_ack_needed(void *opaque)
+{
+    /* The destination acknowledges once it accepted the header. */
+    return true;
+}
+
+const SaveVMHandlers savevm_vfio_devstate_handlers = {
+    .save_prepare = vfio_ds_save_prepare,
+    .save_setup = vfio_ds_save_setup,
+    .save_cleanup = vfio_ds_save_cleanup,
+    .state_pending_estimate = vfio_ds_state_pending_estimate,
+    .state_pending_exact = vfio_ds_state_pending_exact,
+    .is_active_iterate = vfio_ds_is_active_iterate,
+    .save_live_iterate = vfio_ds_save_iterate,
+    .save_complete = vfio_ds_save_complete,
+    .load_setup = vfio_ds_load_setup,
+    .load_cleanup = vfio_ds_load_cleanup,
+    .load_state = vfio_ds_load_state,
+    .switchover_ack_needed = vfio_ds_switchover_ack_needed,
+};

@@ -1,0 +1,96 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+# check.sh: the project's whole check, on a pristine upstream tree.
+#   1. the series applies with git am;
+#   2. checkpatch reports no error on any patch;
+#   3. every patch builds on its own (incrementally, one after the other);
+#   4. the view equals what the series creates;
+#   5. every test runs (tooling/run-tests.sh).
+# Ends with "N passed, N failed" and exits non-zero on any failure.
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+
+pass=0
+fail=0
+failed=()
+result() {  # result NAME RC
+    if [ "$2" = 0 ]; then
+        pass=$((pass + 1)); printf 'PASS  %s\n' "$1"
+    else
+        fail=$((fail + 1)); failed+=("$1"); printf 'FAIL  %s\n' "$1"
+    fi
+}
+finish() {
+    [ ${#failed[@]} -eq 0 ] || { echo "failed:"; printf '  %s\n' "${failed[@]}"; }
+    echo "$pass passed, $fail failed"
+    [ "$fail" = 0 ]
+    exit
+}
+
+"$TOP/tooling/deps.sh" || die "could not install the build dependencies"
+
+# 1. Apply.
+"$TOP/tooling/mktree.sh" "$SERIES_TREE"
+result "series applies with git am onto upstream" $?
+[ "$fail" = 0 ] || finish
+cd "$SERIES_TREE"
+mapfile -t commits < <(git rev-list --reverse upstream..series)
+mapfile -t files < <(ls "$TOP"/patches/[0-9][0-9][0-9][0-9]-*.patch | grep -v '/0000-')
+
+# 2. checkpatch, on the patch files as they are in patches/.
+for p in "${files[@]}"; do
+    out=$(perl scripts/checkpatch.pl --no-color "$p" 2>&1)
+    errors=$(sed -n 's/^total: \([0-9]*\) errors.*/\1/p' <<< "$out")
+    warnings=$(sed -n 's/^total: [0-9]* errors, \([0-9]*\) warnings.*/\1/p' <<< "$out")
+    if [ "${errors:-1}" != 0 ]; then
+        grep -A3 '^ERROR' <<< "$out" | head -40
+    fi
+    [ "${warnings:-0}" = 0 ] || grep '^WARNING' <<< "$out" | sed 's/^/      /'
+    result "checkpatch: $(basename "$p") (${errors:-?} errors, ${warnings:-?} warnings)" \
+        "$([ "${errors:-1}" = 0 ] && echo 0 || echo 1)"
+done
+
+# 3. Each patch builds on its own.  A tree that built once is not built
+# again (the stamp is keyed by the git tree hash).
+stamp=$WORK/built-trees
+touch "$stamp"
+for i in "${!commits[@]}"; do
+    c=${commits[$i]}
+    name=$(basename "${files[$i]:-$c}")
+    t=$(git rev-parse "$c^{tree}")
+    if grep -qx "$t" "$stamp"; then
+        result "builds alone: $name (cached)" 0
+        continue
+    fi
+    git checkout -q "$c"
+    if "$TOP/tooling/build.sh" "$SERIES_TREE" > "$WORK/build-$i.log" 2>&1; then
+        echo "$t" >> "$stamp"
+        result "builds alone: $name" 0
+    else
+        grep -E 'error|FAILED' "$WORK/build-$i.log" | head -20
+        result "builds alone: $name (log: .work/build-$i.log)" 1
+    fi
+done
+git checkout -q series
+
+# 4. The view.
+"$TOP/tooling/view.sh" check "$SERIES_TREE"
+result "view (hw/ include/ linux-headers/ tests/ docs/) equals what the series creates" $?
+
+# 5. The tests.  A failed build of the tip leaves nothing to test.
+if [ "$fail" = 0 ] || "$TOP/tooling/build.sh" "$SERIES_TREE" > "$WORK/build-tip.log" 2>&1; then
+    "$TOP/tooling/run-tests.sh" "$SERIES_TREE" > "$WORK/tests.out"
+    rc=$?
+    cat "$WORK/tests.out"
+    tp=$(sed -n 's/^tests: \([0-9]*\) passed.*/\1/p' "$WORK/tests.out")
+    tf=$(sed -n 's/^tests: [0-9]* passed, \([0-9]*\) failed.*/\1/p' "$WORK/tests.out")
+    pass=$((pass + ${tp:-0}))
+    fail=$((fail + ${tf:-0}))
+    if [ "$rc" != 0 ] && [ "${tf:-0}" = 0 ]; then
+        result "test runner" "$rc"
+    fi
+    while read -r l; do failed+=("${l#FAIL  }"); done < <(grep '^FAIL  ' "$WORK/tests.out")
+else
+    result "build of the series tip" 1
+fi
+finish
