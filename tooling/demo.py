@@ -118,7 +118,10 @@ def main():
                 max_bandwidth=lab.parse_size(o.bandwidth))
         uri = 'unix:' + os.path.join(wd, 'migration.sock')
         dst.cmd('migrate-incoming', uri=uri)
-        time.sleep(1.0)     # let the guest boot and the device get busy
+        if not lab.wait_guest(wd, 'src'):
+            raise RuntimeError('the guest did not boot')
+        print('guest booted and dirtying its memory; device status: %s' %
+              ssrv.cmd('status'))
         if o.scenario == 'device-error':
             ssrv.cmd('fail mem-get:EIO')
 

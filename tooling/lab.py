@@ -107,7 +107,8 @@ class DeviceServer:
 
 
 def vm(workdir, name, server, ram, disk=None, incoming=False, extra=()):
-    args = ['-machine', 'q35,memory-backend=mem',
+    # i440fx: Debian 12's SeaBIOS does not boot q35 under TCG here.
+    args = ['-machine', 'pc,memory-backend=mem',
             '-object', 'memory-backend-memfd,id=mem,size=%d' % ram,
             '-accel', 'tcg', '-m', str(ram >> 20),
             '-nodefaults', '-display', 'none',
@@ -119,11 +120,26 @@ def vm(workdir, name, server, ram, disk=None, incoming=False, extra=()):
                                                'path': server.sock}})]
     if incoming:
         args += ['-incoming', 'defer']
+    if os.environ.get('DEMO_TRACE'):
+        args += ['-trace', os.environ['DEMO_TRACE'],
+                 '-D', os.path.join(workdir, name + '.trace')]
     args += list(extra)
     m = QEMUMachine(QEMU, args=args, name=name, base_temp_dir=workdir,
                     log_dir=workdir)
     m.launch()
     return m
+
+
+def wait_guest(workdir, name, timeout=60):
+    """Wait until the migration-test guest prints its first 'B' (it is
+    then dirtying its memory)."""
+    path = os.path.join(workdir, name + '.serial')
+    end = time.time() + timeout
+    while time.time() < end:
+        if os.path.exists(path) and b'B' in open(path, 'rb').read():
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def set_caps(m, **caps):
