@@ -41,7 +41,16 @@ QEMU_BUILD_BUG_ON(offsetof(struct vfio_device_state_ctl,
                            system_memory.action) != 72);
 QEMU_BUILD_BUG_ON(offsetof(struct vfio_device_state_ctl, reserved2) != 80);
 
-#define CTL(field) offsetof(struct vfio_device_state_ctl, field), #field
+/* Control-region accesses by field name, e.g. CTL_READ32(ds, caps, &v, errp) */
+#define CTL_OFF(field) offsetof(struct vfio_device_state_ctl, field)
+#define CTL_READ32(ds, field, val, errp) \
+    ds_ctl_read32(ds, CTL_OFF(field), #field, val, errp)
+#define CTL_READ64(ds, field, val, errp) \
+    ds_ctl_read64(ds, CTL_OFF(field), #field, val, errp)
+#define CTL_WRITE32(ds, field, val, errp) \
+    ds_ctl_write32(ds, CTL_OFF(field), #field, val, errp)
+#define CTL_WRITE64(ds, field, val, errp) \
+    ds_ctl_write64(ds, CTL_OFF(field), #field, val, errp)
 
 #define DS_STATE_RUNNING_LOGGING VFIO_DEVICE_DATA_STATE_LOGGING
 #define DS_STATE_STOP_LOGGING    (VFIO_DEVICE_DATA_STATE_STOP | \
@@ -241,14 +250,14 @@ static int ds_set_state(VFIODevstate *ds, uint32_t new, Error **errp)
     }
     trace_vfio_ds_set_state(vbasedev->name, ds_state_str(old),
                             ds_state_str(new));
-    ret = ds_ctl_write32(ds, CTL(device_state), new, errp);
+    ret = CTL_WRITE32(ds, device_state, new, errp);
     if (!ret) {
         ds->state = new;
         return 0;
     }
     error_prepend(errp, "%s -> %s: ", ds_state_str(old), ds_state_str(new));
     /* The device reports the state it is really in (or nothing at all). */
-    if (!ds_ctl_read32(ds, CTL(device_state), &real, NULL) &&
+    if (!CTL_READ32(ds, device_state, &real, NULL) &&
         !(real & ~VFIO_DEVICE_DATA_STATE_MASK)) {
         ds->state = real;
     }
@@ -345,11 +354,10 @@ int vfio_devstate_query_dirty_bitmap(VFIODevice *vbasedev, hwaddr iova,
         uint64_t nwords = DIV_ROUND_UP(nr, 64), i;
 
         trace_vfio_ds_bitmap_query(vbasedev->name, first + done, nr);
-        ret = ds_ctl_write64(ds, CTL(system_memory.start_pfn), first + done,
-                             errp);
-        ret = ret ?: ds_ctl_write64(ds, CTL(system_memory.page_nr), nr, errp);
-        ret = ret ?: ds_ctl_write32(ds, CTL(system_memory.action),
-                                    VFIO_DEVICE_DATA_ACTION_GET_BITMAP, errp);
+        ret = CTL_WRITE64(ds, system_memory.start_pfn, first + done, errp);
+        ret = ret ?: CTL_WRITE64(ds, system_memory.page_nr, nr, errp);
+        ret = ret ?: CTL_WRITE32(ds, system_memory.action,
+                                 VFIO_DEVICE_DATA_ACTION_GET_BITMAP, errp);
         ret = ret ?: ds_region_rw(ds, &ds->bitmap, 0, words, nwords * 8,
                                   false, errp);
         if (ret) {
@@ -377,6 +385,7 @@ int vfio_devstate_query_dirty_bitmap(VFIODevice *vbasedev, hwaddr iova,
         }
         done += nr;
     }
+    trace_vfio_ds_bitmap_query_done(vbasedev->name, first, pages);
     return 0;
 }
 
@@ -528,10 +537,10 @@ int vfio_devstate_probe(VFIODevice *vbasedev, VFIODevstate **out,
                    ds->ctl.size, sizeof(struct vfio_device_state_ctl));
         return -EINVAL;
     }
-    if (ds_ctl_read32(ds, CTL(version), &version, errp) ||
-        ds_ctl_read32(ds, CTL(caps), &ds->caps, errp) ||
-        ds_ctl_read32(ds, CTL(reserved), &reserved, errp) ||
-        ds_ctl_read32(ds, CTL(device_state), &state, errp)) {
+    if (CTL_READ32(ds, version, &version, errp) ||
+        CTL_READ32(ds, caps, &ds->caps, errp) ||
+        CTL_READ32(ds, reserved, &reserved, errp) ||
+        CTL_READ32(ds, device_state, &state, errp)) {
         return -EIO;
     }
     if (version != VFIO_DEVICE_STATE_INTERFACE_VERSION) {
@@ -577,7 +586,7 @@ int vfio_devstate_probe(VFIODevice *vbasedev, VFIODevstate **out,
                        ds->bitmap.size);
             return -EINVAL;
         }
-        if (ds_ctl_read32(ds, CTL(system_memory.page_shift), &ds->page_shift,
+        if (CTL_READ32(ds, system_memory.page_shift, &ds->page_shift,
                           errp)) {
             return -EIO;
         }
@@ -693,7 +702,7 @@ static int ds_open_set(VFIODevstate *ds, Error **errp)
     int ret;
 
     assert(!ds->set_open);
-    ret = ds_ctl_read64(ds, CTL(device_memory.size), &ds->set_size, errp);
+    ret = CTL_READ64(ds, device_memory.size, &ds->set_size, errp);
     if (ret) {
         return ret;
     }
@@ -714,9 +723,9 @@ static int ds_save_chunk(QEMUFile *f, VFIODevstate *ds, Error **errp)
         qemu_put_be64(f, VFIO_DS_FLAG_MEM_SET);
         qemu_put_be64(f, ds->set_size);
     }
-    ret = ds_ctl_write64(ds, CTL(device_memory.pos), ds->set_pos, errp);
-    ret = ret ?: ds_ctl_write32(ds, CTL(device_memory.action),
-                                VFIO_DEVICE_DATA_ACTION_GET_BUFFER, errp);
+    ret = CTL_WRITE64(ds, device_memory.pos, ds->set_pos, errp);
+    ret = ret ?: CTL_WRITE32(ds, device_memory.action,
+                             VFIO_DEVICE_DATA_ACTION_GET_BUFFER, errp);
     if (!ret && !ds->memory.mmap) {
         ret = ds_region_rw(ds, &ds->memory, 0, buf, len, false, errp);
     }
@@ -779,10 +788,16 @@ static bool vfio_ds_is_active_iterate(void *opaque)
            (ds->state & VFIO_DEVICE_DATA_STATE_LOGGING);
 }
 
+/*
+ * Fail the migration with @err; without @err the error is the stream's
+ * own (a cancelled or broken migration), which is already recorded.
+ */
 static int ds_fail(VFIODevstate *ds, int ret, Error *err)
 {
-    migration_file_set_error(ret, error_copy(err));
-    error_report_err(err);
+    if (err) {
+        migration_file_set_error(ret, error_copy(err));
+        error_report_err(err);
+    }
     return ret;
 }
 
@@ -812,7 +827,7 @@ static int vfio_ds_save_iterate(QEMUFile *f, void *opaque)
     qemu_put_be64(f, VFIO_MIG_FLAG_END_OF_STATE);
     trace_vfio_ds_save_iterate(ds->vbasedev->name, sent, ds->set_open);
     if (ret) {
-        return ds_fail(ds, ret, err ?: error_copy(ds->save_err));
+        return ds_fail(ds, ret, err);
     }
     /* Done for now when the device had nothing dirty. */
     return !ds->set_open && ds->last_set_size == 0;
@@ -849,9 +864,9 @@ static int vfio_ds_save_complete(QEMUFile *f, void *opaque)
         }
     }
 
-    ret = ret ?: ds_ctl_write32(ds, CTL(device_config.action),
-                                VFIO_DEVICE_DATA_ACTION_GET_BUFFER, &err);
-    ret = ret ?: ds_ctl_read64(ds, CTL(device_config.size), &size, &err);
+    ret = ret ?: CTL_WRITE32(ds, device_config.action,
+                             VFIO_DEVICE_DATA_ACTION_GET_BUFFER, &err);
+    ret = ret ?: CTL_READ64(ds, device_config.size, &size, &err);
     if (!ret && (size == 0 || size > ds->config.size)) {
         error_setg(&err, "%s: device-state config size %" PRIu64 " is out of "
                    "range (1 to %" PRIu64 ")", vbasedev->name, size,
@@ -880,6 +895,7 @@ static int vfio_ds_save_complete(QEMUFile *f, void *opaque)
         }
     }
     qemu_put_be64(f, VFIO_MIG_FLAG_END_OF_STATE);
+    trace_vfio_ds_save_complete(vbasedev->name, size);
     return qemu_file_get_error(f);
 }
 
@@ -1072,7 +1088,7 @@ static int ds_load_set(QEMUFile *f, VFIODevstate *ds, Error **errp)
         return -EINVAL;
     }
     /* The device checks the size against what it can hold. */
-    ret = ds_ctl_write64(ds, CTL(device_memory.size), size, errp);
+    ret = CTL_WRITE64(ds, device_memory.size, size, errp);
     if (ret) {
         return ret;
     }
@@ -1092,10 +1108,10 @@ static int ds_load_flush(VFIODevstate *ds, uint64_t len, Error **errp)
     if (!ds->memory.mmap) {
         ret = ds_region_rw(ds, &ds->memory, 0, ds->bounce, len, true, errp);
     }
-    ret = ret ?: ds_ctl_write64(ds, CTL(device_memory.pos), ds->load_dev_pos,
+    ret = ret ?: CTL_WRITE64(ds, device_memory.pos, ds->load_dev_pos,
                                 errp);
-    ret = ret ?: ds_ctl_write32(ds, CTL(device_memory.action),
-                                VFIO_DEVICE_DATA_ACTION_SET_BUFFER, errp);
+    ret = ret ?: CTL_WRITE32(ds, device_memory.action,
+                             VFIO_DEVICE_DATA_ACTION_SET_BUFFER, errp);
     if (!ret) {
         trace_vfio_ds_load_chunk(ds->vbasedev->name, ds->load_dev_pos, len);
         ds->load_dev_pos += len;
@@ -1187,7 +1203,7 @@ static int ds_load_config(QEMUFile *f, VFIODevstate *ds, Error **errp)
                    "(1 to %" PRIu64 ")", name, size, ds->config.size);
         return -EINVAL;
     }
-    ret = ds_ctl_write64(ds, CTL(device_config.size), size, errp);
+    ret = CTL_WRITE64(ds, device_config.size, size, errp);
     if (ret) {
         return ret;
     }
@@ -1198,8 +1214,8 @@ static int ds_load_config(QEMUFile *f, VFIODevstate *ds, Error **errp)
     }
     ret = ds->config.mmap ? 0 :
           ds_region_rw(ds, &ds->config, 0, buf, size, true, errp);
-    ret = ret ?: ds_ctl_write32(ds, CTL(device_config.action),
-                                VFIO_DEVICE_DATA_ACTION_SET_BUFFER, errp);
+    ret = ret ?: CTL_WRITE32(ds, device_config.action,
+                             VFIO_DEVICE_DATA_ACTION_SET_BUFFER, errp);
     if (!ret) {
         trace_vfio_ds_load_config(name, size);
     }

@@ -1,0 +1,750 @@
+/*
+ * Live migration of VFIO devices through device-state regions
+ *
+ * Two QEMUs, two vfio-user reference devices (tests/vfio-user-devstate),
+ * a real migration over a UNIX socket.  The source device mutates its
+ * memory and writes guest RAM by DMA during precopy; the destination is
+ * started with -S, so that after the switchover both devices are stopped
+ * and can be compared: the device digests (device memory + config), the
+ * guest RAM the device wrote, and the device-state arcs each device took.
+ * The failure cases check that the source VM keeps running with its
+ * device working.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "qemu/bswap.h"
+#include "qemu/units.h"
+#include "libqtest.h"
+#include "libqos/pci-pc.h"
+#include "qobject/qdict.h"
+#include "vfio-user-devstate-util.h"
+
+#define RAM_SIZE        (128 * MiB)
+#define DMA_ADDR        (64 * MiB)
+#define DMA_PAGES       1024
+#define DMA_SIZE        (DMA_PAGES * DEVSTATE_PAGE_SIZE)
+
+typedef struct Side {
+    DevstateServer *srv;
+    QTestState *qts;
+} Side;
+
+typedef struct Mig {
+    Side src, dst;
+    char *tmpdir;
+    char *uri;
+} Mig;
+
+static QTestState *start_vm(DevstateServer *srv, const char *extra)
+{
+    return qtest_initf("-machine q35 -m 128M "
+                       "-object memory-backend-memfd,id=mem,size=128M "
+                       "-machine memory-backend=mem "
+                       "-device '{\"driver\": \"vfio-user-pci\", "
+                       "\"id\": \"dev0\", \"socket\": "
+                       "{\"type\": \"unix\", \"path\": \"%s\"}}' %s",
+                       srv->sock, extra ? extra : "");
+}
+
+static void set_caps(QTestState *qts, bool ack)
+{
+    qtest_qmp_assert_success(qts,
+        "{'execute': 'migrate-set-capabilities', 'arguments': "
+        "{'capabilities': [{'capability': 'return-path', 'state': %i}, "
+        "{'capability': 'switchover-ack', 'state': %i}]}}", ack, ack);
+}
+
+/* Start both sides; the destination waits on a UNIX socket. */
+static void mig_start(Mig *m, const char *src_opts, const char *dst_opts,
+                      const char *dst_vm_opts, bool ack)
+{
+    m->tmpdir = g_dir_make_tmp("vfio-devstate-mig-XXXXXX", NULL);
+    g_assert_nonnull(m->tmpdir);
+    m->uri = g_strdup_printf("unix:%s/mig.sock", m->tmpdir);
+    m->src.srv = devstate_server_start(src_opts);
+    m->dst.srv = devstate_server_start(dst_opts);
+    m->src.qts = start_vm(m->src.srv, NULL);
+    m->dst.qts = start_vm(m->dst.srv, dst_vm_opts ? dst_vm_opts :
+                          "-incoming defer -S");
+    set_caps(m->src.qts, ack);
+    set_caps(m->dst.qts, ack);
+    qtest_qmp_assert_success(m->dst.qts,
+        "{'execute': 'migrate-incoming', 'arguments': {'uri': %s}}", m->uri);
+}
+
+static void mig_end(Mig *m)
+{
+    if (m->src.qts) {
+        qtest_quit(m->src.qts);
+    }
+    if (m->dst.qts) {
+        qtest_quit(m->dst.qts);
+    }
+    devstate_server_stop(m->src.srv);
+    devstate_server_stop(m->dst.srv);
+    g_autofree char *sock = g_strdup_printf("%s/mig.sock", m->tmpdir);
+    unlink(sock);
+    rmdir(m->tmpdir);
+    g_free(m->tmpdir);
+    g_free(m->uri);
+}
+
+static void save_fn(QPCIDevice *dev, int devfn, void *data)
+{
+    *(QPCIDevice **)data = dev;
+}
+
+/* Enable the device (memory, bus master) and read one BAR0 register. */
+static uint32_t read_reg(QTestState *qts, uint32_t reg)
+{
+    QPCIBus *bus = qpci_new_pc(qts, NULL);
+    QPCIDevice *dev = NULL;
+    QPCIBar bar0;
+    uint32_t v;
+
+    qpci_device_foreach(bus, DEVSTATE_PCI_VENDOR_ID, DEVSTATE_PCI_DEVICE_ID,
+                        save_fn, &dev);
+    g_assert_nonnull(dev);
+    qpci_device_enable(dev);
+    bar0 = qpci_iomap(dev, 0, NULL);
+    v = qpci_io_readl(dev, bar0, reg);
+    qpci_iounmap(dev, bar0);
+    g_free(dev);
+    qpci_free_pc(bus);
+    return v;
+}
+
+static char *status_field(DevstateServer *srv, const char *key)
+{
+    g_autofree char *st = devstate_server_cmd(srv, "status");
+    g_auto(GStrv) kv = g_strsplit(st, " ", -1);
+    size_t n = strlen(key);
+    int i;
+
+    for (i = 0; kv[i]; i++) {
+        if (!strncmp(kv[i], key, n) && kv[i][n] == '=') {
+            return g_strdup(kv[i] + n + 1);
+        }
+    }
+    g_assert_not_reached();
+}
+
+static uint64_t status_u64(DevstateServer *srv, const char *key)
+{
+    g_autofree char *v = status_field(srv, key);
+
+    return g_ascii_strtoull(v, NULL, 0);
+}
+
+static void assert_state(DevstateServer *srv, const char *state)
+{
+    g_autofree char *v = status_field(srv, "state");
+
+    g_assert_cmpstr(v, ==, state);
+}
+
+/* The device works: its mutation counter moves. */
+static void assert_device_works(DevstateServer *srv)
+{
+    uint64_t a = status_u64(srv, "mutate_count");
+    int i;
+
+    for (i = 0; i < 100; i++) {
+        g_usleep(20 * 1000);
+        if (status_u64(srv, "mutate_count") > a) {
+            return;
+        }
+    }
+    g_assert_not_reached();
+}
+
+static char *mig_status(QTestState *qts, char **err)
+{
+    QDict *rsp = qtest_qmp_assert_success_ref(qts,
+                                              "{'execute': 'query-migrate'}");
+    char *st = g_strdup(qdict_get_try_str(rsp, "status"));
+
+    if (err) {
+        *err = g_strdup(qdict_get_try_str(rsp, "error-desc"));
+    }
+    qobject_unref(rsp);
+    return st;
+}
+
+/* Wait until the source's migration is no longer in progress. */
+static char *mig_wait(QTestState *qts, char **err)
+{
+    int i;
+
+    for (i = 0; i < 3000; i++) {
+        g_autofree char *st = mig_status(qts, NULL);
+
+        if (!strcmp(st, "completed") || !strcmp(st, "failed") ||
+            !strcmp(st, "cancelled")) {
+            return mig_status(qts, err);
+        }
+        g_usleep(20 * 1000);
+    }
+    g_assert_not_reached();
+}
+
+static void mig_go(Mig *m)
+{
+    qtest_qmp_assert_success(m->src.qts,
+        "{'execute': 'migrate', 'arguments': {'uri': %s}}", m->uri);
+}
+
+/* Device-state arcs of a device, from its log, as "A -> B,C -> D" */
+static char *arcs(DevstateServer *srv)
+{
+    g_autofree char *log = NULL;
+    g_auto(GStrv) lines = NULL;
+    GString *s = g_string_new("");
+    int i;
+
+    g_assert_true(g_file_get_contents(srv->log, &log, NULL, NULL));
+    lines = g_strsplit(log, "\n", -1);
+    for (i = 0; lines[i]; i++) {
+        if (g_str_has_prefix(lines[i], "devstate: state ") &&
+            !strstr(lines[i], "refused") && !strstr(lines[i], "failed")) {
+            g_string_append_printf(s, "%s%s", s->len ? "," : "",
+                                   lines[i] + strlen("devstate: state "));
+        }
+    }
+    return g_string_free(s, false);
+}
+
+static bool log_has(DevstateServer *srv, const char *what)
+{
+    g_autofree char *log = NULL;
+
+    g_assert_true(g_file_get_contents(srv->log, &log, NULL, NULL));
+    return strstr(log, what) != NULL;
+}
+
+static const char *live_opts(bool mmap)
+{
+    return mmap ? "--mem-size 64M --mutate-rate 20000 --dma-rate 5000 "
+                  "--dma-addr 0x4000000 --dma-pages 1024 --start" :
+                  "--mem-size 64M --mutate-rate 20000 --dma-rate 5000 "
+                  "--dma-addr 0x4000000 --dma-pages 1024 --start --no-mmap";
+}
+
+static void do_live(bool mmap)
+{
+    Mig m = { 0 };
+    g_autofree char *st = NULL, *err = NULL;
+    g_autofree char *sdig = NULL, *ddig = NULL, *sarcs = NULL, *darcs = NULL;
+    g_autofree uint8_t *sram = g_malloc(DMA_SIZE);
+    g_autofree uint8_t *dram = g_malloc(DMA_SIZE);
+    uint64_t dma_before, dma_after;
+    const struct devstate_dma_stamp *stamp;
+
+    mig_start(&m, live_opts(mmap), mmap ? "--mem-size 64M" :
+              "--mem-size 64M --no-mmap", NULL, true);
+    g_assert_cmphex(read_reg(m.src.qts, DEVSTATE_REG_ID), ==,
+                    DEVSTATE_ID_MAGIC);
+    /* Slow enough that the device is busy for several iterations. */
+    qtest_qmp_assert_success(m.src.qts,
+        "{'execute': 'migrate-set-parameters', 'arguments': "
+        "{'max-bandwidth': %d, 'downtime-limit': 1000}}", (int)(64 * MiB));
+    dma_before = status_u64(m.src.srv, "dma_count");
+    mig_go(&m);
+    st = mig_wait(m.src.qts, &err);
+    g_assert_cmpstr(st, ==, "completed");
+    dma_after = status_u64(m.src.srv, "dma_count");
+    /* The device wrote guest RAM during the migration */
+    g_assert_cmpuint(dma_after, >, dma_before + 100);
+
+    /* Both devices are stopped now. */
+    assert_state(m.src.srv, "STOP");
+    assert_state(m.dst.srv, "STOP");
+    sdig = devstate_server_digest(m.src.srv);
+    ddig = devstate_server_digest(m.dst.srv);
+    g_assert_cmpstr(sdig, ==, ddig);
+
+    qtest_memread(m.src.qts, DMA_ADDR, sram, DMA_SIZE);
+    qtest_memread(m.dst.qts, DMA_ADDR, dram, DMA_SIZE);
+    stamp = (const struct devstate_dma_stamp *)sram;
+    g_assert_cmphex(stamp->magic, ==, DEVSTATE_DMA_MAGIC);
+    g_assert_true(memcmp(sram, dram, DMA_SIZE) == 0);
+
+    /* Only valid arcs, and exactly the flows of the interface */
+    sarcs = arcs(m.src.srv);
+    darcs = arcs(m.dst.srv);
+    g_assert_cmpstr(sarcs, ==, "RUNNING -> RUNNING|LOGGING,"
+                    "RUNNING|LOGGING -> STOP|LOGGING,STOP|LOGGING -> STOP");
+    g_assert_cmpstr(darcs, ==, "RUNNING -> STOP");
+    g_assert_false(log_has(m.src.srv, "refused"));
+    g_assert_false(log_has(m.dst.srv, "refused"));
+
+    /* The destination runs on with the device working */
+    qtest_qmp_assert_success(m.dst.qts, "{'execute': 'cont'}");
+    assert_state(m.dst.srv, "RUNNING");
+    assert_device_works(m.dst.srv);
+    g_free(darcs);
+    darcs = arcs(m.dst.srv);
+    g_assert_cmpstr(darcs, ==, "RUNNING -> STOP,STOP -> RUNNING");
+    mig_end(&m);
+}
+
+static void test_live_mmap(void)
+{
+    do_live(true);
+}
+
+static void test_live_nommap(void)
+{
+    do_live(false);
+}
+
+/*
+ * After a failed migration: the source VM runs, its device is RUNNING and
+ * working, and a second migration to a fresh destination succeeds.
+ */
+static void assert_source_recovered(Mig *m, const char *dst_opts)
+{
+    Mig again = { 0 };
+    g_autofree char *st = NULL, *err = NULL, *run = NULL;
+    g_autofree char *sdig = NULL, *ddig = NULL;
+    QDict *rsp;
+
+    rsp = qtest_qmp_assert_success_ref(m->src.qts,
+                                       "{'execute': 'query-status'}");
+    run = g_strdup(qdict_get_try_str(rsp, "status"));
+    qobject_unref(rsp);
+    g_assert_cmpstr(run, ==, "running");
+    assert_state(m->src.srv, "RUNNING");
+    assert_device_works(m->src.srv);
+
+    /* Second migration, from the same source */
+    again.tmpdir = g_dir_make_tmp("vfio-devstate-mig-XXXXXX", NULL);
+    again.uri = g_strdup_printf("unix:%s/mig.sock", again.tmpdir);
+    again.dst.srv = devstate_server_start(dst_opts);
+    again.dst.qts = start_vm(again.dst.srv, "-incoming defer -S");
+    set_caps(m->src.qts, true);
+    set_caps(again.dst.qts, true);
+    qtest_qmp_assert_success(again.dst.qts,
+        "{'execute': 'migrate-incoming', 'arguments': {'uri': %s}}",
+        again.uri);
+    qtest_qmp_assert_success(m->src.qts,
+        "{'execute': 'migrate-set-parameters', 'arguments': "
+        "{'max-bandwidth': %" PRIu64 "}}", (uint64_t)10 * GiB);
+    qtest_qmp_assert_success(m->src.qts,
+        "{'execute': 'migrate', 'arguments': {'uri': %s}}", again.uri);
+    st = mig_wait(m->src.qts, &err);
+    g_assert_cmpstr(st, ==, "completed");
+    sdig = devstate_server_digest(m->src.srv);
+    ddig = devstate_server_digest(again.dst.srv);
+    g_assert_cmpstr(sdig, ==, ddig);
+    qtest_quit(again.dst.qts);
+    devstate_server_stop(again.dst.srv);
+    g_autofree char *sock = g_strdup_printf("%s/mig.sock", again.tmpdir);
+    unlink(sock);
+    rmdir(again.tmpdir);
+    g_free(again.tmpdir);
+    g_free(again.uri);
+}
+
+static void test_cancel_precopy(void)
+{
+    Mig m = { 0 };
+    g_autofree char *st = NULL;
+    int i;
+
+    /*
+     * Without a return path: with one, migration_cancel() shuts the return
+     * path down before it marks the migration cancelling, and the return
+     * path thread may fail the migration first.
+     */
+    mig_start(&m, live_opts(true), "--mem-size 64M", NULL, false);
+    qtest_qmp_assert_success(m.src.qts,
+        "{'execute': 'migrate-set-parameters', 'arguments': "
+        "{'max-bandwidth': %d}}", (int)(16 * MiB));
+    mig_go(&m);
+    /* Wait until device memory is on the move, then cancel */
+    for (i = 0; i < 500 && !log_has(m.src.srv, "data set opened"); i++) {
+        g_usleep(10 * 1000);
+    }
+    g_assert_true(log_has(m.src.srv, "data set opened"));
+    qtest_qmp_assert_success(m.src.qts, "{'execute': 'migrate_cancel'}");
+    st = mig_wait(m.src.qts, NULL);
+    g_assert_cmpstr(st, ==, "cancelled");
+    qtest_set_expected_status(m.dst.qts, EXIT_FAILURE);
+    assert_source_recovered(&m, "--mem-size 64M");
+    mig_end(&m);
+}
+
+static void test_cancel_stop_copy(void)
+{
+    Mig m = { 0 };
+    g_autofree char *st = NULL;
+    int i;
+
+    /*
+     * The stop-and-copy phase runs under the BQL, so QMP can only cancel
+     * in it while the migration pauses before the switchover: the VM and
+     * the device are stopped by then (STOP|LOGGING).
+     */
+    mig_start(&m, live_opts(true), "--mem-size 64M", NULL, false);
+    qtest_qmp_assert_success(m.src.qts,
+        "{'execute': 'migrate-set-capabilities', 'arguments': "
+        "{'capabilities': [{'capability': 'pause-before-switchover', "
+        "'state': true}]}}");
+    mig_go(&m);
+    for (i = 0; i < 3000; i++) {
+        g_free(st);
+        st = mig_status(m.src.qts, NULL);
+        if (!strcmp(st, "pre-switchover")) {
+            break;
+        }
+        g_usleep(10 * 1000);
+    }
+    g_assert_cmpstr(st, ==, "pre-switchover");
+    assert_state(m.src.srv, "STOP|LOGGING");
+    qtest_qmp_assert_success(m.src.qts, "{'execute': 'migrate_cancel'}");
+    g_free(st);
+    st = mig_wait(m.src.qts, NULL);
+    g_assert_cmpstr(st, ==, "cancelled");
+    qtest_set_expected_status(m.dst.qts, EXIT_FAILURE);
+    qtest_qmp_assert_success(m.src.qts,
+        "{'execute': 'migrate-set-capabilities', 'arguments': "
+        "{'capabilities': [{'capability': 'pause-before-switchover', "
+        "'state': false}]}}");
+    assert_source_recovered(&m, "--mem-size 64M");
+    mig_end(&m);
+}
+
+static void test_incompatible(void)
+{
+    Mig m = { 0 };
+    g_autofree char *st = NULL, *err = NULL;
+
+    mig_start(&m, live_opts(true), "--mem-size 64M --version 2.0.0", NULL,
+              true);
+    qtest_set_expected_status(m.dst.qts, EXIT_FAILURE);
+    mig_go(&m);
+    st = mig_wait(m.src.qts, &err);
+    g_assert_cmpstr(st, ==, "failed");
+    /* Refused before any device data, and the source never stopped */
+    g_assert_true(log_has(m.dst.srv, "refused"));
+    g_assert_false(log_has(m.dst.srv, "data set loaded"));
+    g_assert_false(log_has(m.src.srv, "STOP"));
+    assert_source_recovered(&m, "--mem-size 64M");
+    mig_end(&m);
+}
+
+typedef struct FaultCase {
+    const char *path;
+    const char *src_fault;      /* extra options of the source device */
+    const char *dst_fault;      /* extra options of the destination device */
+} FaultCase;
+
+static void test_fault(const void *opaque)
+{
+    const FaultCase *fc = opaque;
+    Mig m = { 0 };
+    g_autofree char *sopts = g_strdup_printf("%s %s", live_opts(true),
+                                             fc->src_fault ?: "");
+    g_autofree char *dopts = g_strdup_printf("--mem-size 64M %s",
+                                             fc->dst_fault ?: "");
+    g_autofree char *st = NULL, *err = NULL;
+
+    mig_start(&m, sopts, dopts, NULL, true);
+    qtest_set_expected_status(m.dst.qts, EXIT_FAILURE);
+    mig_go(&m);
+    st = mig_wait(m.src.qts, &err);
+    g_assert_cmpstr(st, ==, "failed");
+    assert_source_recovered(&m, "--mem-size 64M");
+    mig_end(&m);
+}
+
+static const FaultCase faults[] = {
+    /* Once on the source, so that the second migration can succeed */
+    { "src-config-get", "--fail config-get:EIO:1", NULL },
+    { "src-mem-get", "--fail mem-get:EIO:1", NULL },
+    { "src-bitmap", "--fail bitmap:EIO:1", NULL },
+    { "src-arc", "--fail arc:RUNNING|LOGGING->STOP|LOGGING:EIO:1", NULL },
+    { "dst-config-set", NULL, "--fail config-set:EINVAL" },
+    { "dst-mem-set", NULL, "--fail mem-set:EIO" },
+    { "dst-arc", NULL, "--fail arc:RUNNING->STOP:EIO" },
+    { "dst-smaller-memory", NULL, "--mem-size 16M" },
+};
+
+/* ---------------------------------------------------------------------- */
+/* Save to a file, restore from it; corrupt it on the way */
+
+#define TAG_END         0xffffffffef100001ULL
+#define TAG_HEADER      0xffffffffef100011ULL
+#define TAG_MEM_SET     0xffffffffef100012ULL
+#define TAG_MEM_CHUNK   0xffffffffef100013ULL
+#define TAG_DEV_CONFIG  0xffffffffef100014ULL
+
+/* Save the VM with its device to @path; returns the source digest. */
+static char *save_to_file(const char *path, const char *dev_opts)
+{
+    DevstateServer *srv = devstate_server_start(dev_opts);
+    QTestState *qts = start_vm(srv, NULL);
+    g_autofree char *uri = g_strdup_printf("file:%s", path);
+    g_autofree char *st = NULL;
+    char *digest;
+
+    qtest_qmp_assert_success(qts,
+        "{'execute': 'migrate', 'arguments': {'uri': %s}}", uri);
+    st = mig_wait(qts, NULL);
+    g_assert_cmpstr(st, ==, "completed");
+    digest = devstate_server_digest(srv);
+    qtest_quit(qts);
+    devstate_server_stop(srv);
+    return digest;
+}
+
+/*
+ * Restore from @path into a fresh VM and device; returns the incoming
+ * migration's status, with its error in *@err and the device's digest
+ * in *@digest.  The destination does not exit on error, so that the test
+ * can check it is alive and its device works.
+ */
+static char *load_from_file(const char *path, const char *dev_opts,
+                            char **err, char **digest)
+{
+    DevstateServer *srv = devstate_server_start(dev_opts);
+    QTestState *qts = start_vm(srv, "-incoming defer -S");
+    g_autofree char *uri = g_strdup_printf("file:%s", path);
+    char *st = NULL;
+    int i;
+
+    qtest_qmp_assert_success(qts,
+        "{'execute': 'migrate-incoming', 'arguments': "
+        "{'uri': %s, 'exit-on-error': false}}", uri);
+    for (i = 0; i < 1000; i++) {
+        g_free(st);
+        st = mig_status(qts, NULL);
+        if (!strcmp(st, "completed") || !strcmp(st, "failed")) {
+            break;
+        }
+        g_usleep(10 * 1000);
+    }
+    g_free(st);
+    st = mig_status(qts, err);
+    *digest = devstate_server_digest(srv);
+    if (strcmp(st, "completed")) {
+        /* The failed load handed the device back, alive and RUNNING */
+        assert_state(srv, "RUNNING");
+    }
+    qtest_quit(qts);
+    devstate_server_stop(srv);
+    return st;
+}
+
+static void test_file_restore(void)
+{
+    g_autofree char *dir = g_dir_make_tmp("vfio-devstate-file-XXXXXX", NULL);
+    g_autofree char *path = g_strdup_printf("%s/vm.state", dir);
+    g_autofree char *sdig = save_to_file(path, "--mem-size 32M --start");
+    g_autofree char *st = NULL, *err = NULL, *ddig = NULL;
+
+    st = load_from_file(path, "--mem-size 32M", &err, &ddig);
+    g_assert_cmpstr(st, ==, "completed");
+    g_assert_cmpstr(sdig, ==, ddig);
+    unlink(path);
+    rmdir(dir);
+}
+
+/* Offset of the first occurrence of a big-endian tag in the stream */
+static size_t find_tag(const uint8_t *buf, size_t len, uint64_t tag)
+{
+    uint64_t be = cpu_to_be64(tag);
+    const uint8_t *p = memmem(buf, len, &be, sizeof(be));
+
+    g_assert_nonnull(p);
+    return p - buf;
+}
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+    v = cpu_to_be64(v);
+    memcpy(p, &v, sizeof(v));
+}
+
+typedef enum {
+    CORRUPT_TRUNCATE,
+    CORRUPT_TAG,
+    CORRUPT_CHUNK_LEN,
+    CORRUPT_CHUNK_POS,
+    CORRUPT_SET_SIZE,
+    CORRUPT_HEADER_CAPS,
+    CORRUPT_HEADER_VENDOR,
+    CORRUPT_HEADER_VERSION_LEN,
+    CORRUPT_CONFIG_SIZE,
+    CORRUPT_CONFIG_BYTES,
+} Corruption;
+
+typedef struct CorruptCase {
+    const char *path;
+    Corruption what;
+    const char *expect;         /* in the destination's error */
+} CorruptCase;
+
+static const CorruptCase corrupt_cases[] = {
+    { "truncated", CORRUPT_TRUNCATE, NULL },
+    { "tag", CORRUPT_TAG, NULL },
+    { "chunk-length", CORRUPT_CHUNK_LEN, NULL },
+    { "chunk-offset", CORRUPT_CHUNK_POS, NULL },
+    { "set-size", CORRUPT_SET_SIZE, NULL },
+    { "header-caps", CORRUPT_HEADER_CAPS, NULL },
+    { "header-vendor", CORRUPT_HEADER_VENDOR, NULL },
+    { "header-version-length", CORRUPT_HEADER_VERSION_LEN, NULL },
+    { "config-size", CORRUPT_CONFIG_SIZE, NULL },
+    { "config-bytes", CORRUPT_CONFIG_BYTES, NULL },
+};
+
+static void test_corrupt(const void *opaque)
+{
+    const CorruptCase *cc = opaque;
+    g_autofree char *dir = g_dir_make_tmp("vfio-devstate-file-XXXXXX", NULL);
+    g_autofree char *path = g_strdup_printf("%s/vm.state", dir);
+    g_autofree char *sdig = save_to_file(path, "--mem-size 8M --start");
+    g_autofree char *st = NULL, *err = NULL, *ddig = NULL, *ddig2 = NULL;
+    g_autofree uint8_t *buf = NULL;
+    gsize len;
+    size_t hdr, set, chunk, cfg;
+
+    g_assert_true(g_file_get_contents(path, (char **)&buf, &len, NULL));
+    hdr = find_tag(buf, len, TAG_HEADER) + 8;
+    set = find_tag(buf, len, TAG_MEM_SET) + 8;
+    chunk = find_tag(buf, len, TAG_MEM_CHUNK) + 8;
+    cfg = find_tag(buf + chunk, len - chunk, TAG_DEV_CONFIG) + chunk + 8;
+
+    switch (cc->what) {
+    case CORRUPT_TRUNCATE:
+        len = chunk + 16 + 1000;
+        break;
+    case CORRUPT_TAG:
+        put_be64(buf + chunk - 8, 0xffffffffef1000ffULL);
+        break;
+    case CORRUPT_CHUNK_LEN:
+        put_be64(buf + chunk + 8, 0xffffffff00000000ULL);
+        break;
+    case CORRUPT_CHUNK_POS:
+        put_be64(buf + chunk, 4096);
+        break;
+    case CORRUPT_SET_SIZE:
+        put_be64(buf + set, 1ULL << 62);
+        break;
+    case CORRUPT_HEADER_CAPS:
+        buf[hdr + 7] ^= 0x3;                /* be32 caps after be32 version */
+        break;
+    case CORRUPT_HEADER_VENDOR:
+        buf[hdr + 32] ^= 0xff;              /* first be16 of the IDs */
+        break;
+    case CORRUPT_HEADER_VERSION_LEN:
+        memset(buf + hdr + 40, 0xff, 4);
+        break;
+    case CORRUPT_CONFIG_SIZE:
+        put_be64(buf + cfg, 1ULL << 40);
+        break;
+    case CORRUPT_CONFIG_BYTES:
+        buf[cfg + 8 + 20] ^= 0x5a;          /* the device's checksum fails */
+        break;
+    }
+    g_assert_true(g_file_set_contents(path, (char *)buf, len, NULL));
+
+    st = load_from_file(path, "--mem-size 8M", &err, &ddig);
+    g_assert_cmpstr(st, ==, "failed");
+    g_assert_nonnull(err);
+    /* The device loaded nothing it could not validate */
+    g_assert_cmpstr(sdig, !=, ddig);
+    unlink(path);
+    rmdir(dir);
+}
+
+/* Two reference devices in one VM arrive each with its own state */
+static void test_two_devices(void)
+{
+    DevstateServer *s1 = devstate_server_start("--mem-size 16M --start");
+    DevstateServer *s2 = devstate_server_start("--mem-size 8M --start "
+                                               "--mutate-rate 3000");
+    DevstateServer *d1 = devstate_server_start("--mem-size 16M");
+    DevstateServer *d2 = devstate_server_start("--mem-size 8M");
+    g_autofree char *dir = g_dir_make_tmp("vfio-devstate-mig-XXXXXX", NULL);
+    g_autofree char *uri = g_strdup_printf("unix:%s/mig.sock", dir);
+    g_autofree char *sock = g_strdup_printf("%s/mig.sock", dir);
+    g_autofree char *st = NULL;
+    const char *fmt =
+        "-machine q35 -m 128M -object memory-backend-memfd,id=mem,size=128M "
+        "-machine memory-backend=mem "
+        "-device '{\"driver\": \"vfio-user-pci\", \"id\": \"a\", "
+        "\"socket\": {\"type\": \"unix\", \"path\": \"%s\"}}' "
+        "-device '{\"driver\": \"vfio-user-pci\", \"id\": \"b\", "
+        "\"socket\": {\"type\": \"unix\", \"path\": \"%s\"}}' %s";
+    QTestState *src = qtest_initf(fmt, s1->sock, s2->sock, "");
+    QTestState *dst = qtest_initf(fmt, d1->sock, d2->sock,
+                                  "-incoming defer -S");
+    g_autofree char *a1 = NULL, *a2 = NULL, *b1 = NULL, *b2 = NULL;
+
+    set_caps(src, true);
+    set_caps(dst, true);
+    qtest_qmp_assert_success(dst,
+        "{'execute': 'migrate-incoming', 'arguments': {'uri': %s}}", uri);
+    qtest_qmp_assert_success(src,
+        "{'execute': 'migrate', 'arguments': {'uri': %s}}", uri);
+    st = mig_wait(src, NULL);
+    g_assert_cmpstr(st, ==, "completed");
+    a1 = devstate_server_digest(s1);
+    a2 = devstate_server_digest(d1);
+    b1 = devstate_server_digest(s2);
+    b2 = devstate_server_digest(d2);
+    g_assert_cmpstr(a1, ==, a2);
+    g_assert_cmpstr(b1, ==, b2);
+    g_assert_cmpstr(a1, !=, b1);
+    qtest_quit(src);
+    qtest_quit(dst);
+    devstate_server_stop(s1);
+    devstate_server_stop(s2);
+    devstate_server_stop(d1);
+    devstate_server_stop(d2);
+    unlink(sock);
+    rmdir(dir);
+}
+
+int main(int argc, char **argv)
+{
+    int i;
+
+    g_test_init(&argc, &argv, NULL);
+
+    if (!devstate_server_binary()) {
+        g_test_skip("DEVSTATE_SERVER_BINARY is not set");
+        return g_test_run();
+    }
+    if (!qtest_has_device("vfio-user-pci")) {
+        g_test_skip("vfio-user-pci is not available");
+        return g_test_run();
+    }
+    qtest_add_func("/vfio-devstate/migration/live/mmap", test_live_mmap);
+    qtest_add_func("/vfio-devstate/migration/live/nommap", test_live_nommap);
+    qtest_add_func("/vfio-devstate/migration/cancel/precopy",
+                   test_cancel_precopy);
+    qtest_add_func("/vfio-devstate/migration/cancel/stop-copy",
+                   test_cancel_stop_copy);
+    qtest_add_func("/vfio-devstate/migration/incompatible", test_incompatible);
+    for (i = 0; i < ARRAY_SIZE(faults); i++) {
+        g_autofree char *path = g_strdup_printf("/vfio-devstate/migration/"
+                                                "fault/%s", faults[i].path);
+
+        qtest_add_data_func(path, &faults[i], test_fault);
+    }
+    qtest_add_func("/vfio-devstate/migration/two-devices", test_two_devices);
+    qtest_add_func("/vfio-devstate/migration/file", test_file_restore);
+    for (i = 0; i < ARRAY_SIZE(corrupt_cases); i++) {
+        g_autofree char *path = g_strdup_printf("/vfio-devstate/migration/"
+                                                "corrupt/%s",
+                                                corrupt_cases[i].path);
+
+        qtest_add_data_func(path, &corrupt_cases[i], test_corrupt);
+    }
+    return g_test_run();
+}

@@ -1,0 +1,132 @@
+/*
+ * qtest: QEMU's vfio-user-pci client with the vfio-user-devstate
+ * reference device
+ *
+ * Copyright (c) 2025 The QEMU project contributors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "libqtest.h"
+#include "libqos/pci-pc.h"
+#include "hw/pci/pci_regs.h"
+#include "qobject/qdict.h"
+#include "qobject/qlist.h"
+#include "vfio-user-devstate-util.h"
+
+#define DMA_GPA 0x1000000
+
+static QTestState *start_qemu(DevstateServer *srv)
+{
+    return qtest_initf("-machine q35 -m 128M "
+                       "-object memory-backend-memfd,id=mem,size=128M "
+                       "-machine memory-backend=mem "
+                       "-device '{\"driver\": \"vfio-user-pci\", "
+                       "\"id\": \"devstate0\", \"socket\": "
+                       "{\"type\": \"unix\", \"path\": \"%s\"}}'",
+                       srv->sock);
+}
+
+/* The device in query-pci, with our vendor and device IDs */
+static bool find_in_query_pci(QTestState *qts)
+{
+    g_autoptr(QDict) resp = qtest_qmp(qts, "{'execute': 'query-pci'}");
+    QList *buses = qdict_get_qlist(resp, "return");
+    QListEntry *b, *d;
+
+    g_assert_nonnull(buses);
+    QLIST_FOREACH_ENTRY(buses, b) {
+        QDict *bus = qobject_to(QDict, qlist_entry_obj(b));
+
+        QLIST_FOREACH_ENTRY(qdict_get_qlist(bus, "devices"), d) {
+            QDict *dev = qobject_to(QDict, qlist_entry_obj(d));
+            QDict *id = qdict_get_qdict(dev, "id");
+
+            if (qdict_get_int(id, "vendor") == DEVSTATE_PCI_VENDOR_ID &&
+                qdict_get_int(id, "device") == DEVSTATE_PCI_DEVICE_ID) {
+                g_assert_cmpstr(qdict_get_try_str(dev, "qdev_id"), ==,
+                                "devstate0");
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+static void save_fn(QPCIDevice *dev, int devfn, void *data)
+{
+    *(QPCIDevice **)data = dev;
+}
+
+static void test_device(void)
+{
+    DevstateServer *srv = devstate_server_start("--mem-size 16M");
+    QTestState *qts = start_qemu(srv);
+    QPCIBus *bus = qpci_new_pc(qts, NULL);
+    QPCIDevice *dev = NULL;
+    g_autofree char *status = NULL;
+    QPCIBar bar0;
+    struct devstate_dma_stamp stamp;
+    int i;
+
+    g_assert_true(find_in_query_pci(qts));
+
+    qpci_device_foreach(bus, DEVSTATE_PCI_VENDOR_ID, DEVSTATE_PCI_DEVICE_ID,
+                        save_fn, &dev);
+    g_assert_nonnull(dev);
+    g_assert_cmphex(qpci_config_readw(dev, PCI_SUBSYSTEM_VENDOR_ID), ==,
+                    DEVSTATE_PCI_SUBVENDOR_ID);
+    qpci_device_enable(dev);
+    bar0 = qpci_iomap(dev, 0, NULL);
+    g_assert_cmphex(qpci_io_readl(dev, bar0, DEVSTATE_REG_ID), ==,
+                    DEVSTATE_ID_MAGIC);
+    g_assert_cmpint(qpci_io_readl(dev, bar0, DEVSTATE_REG_DEVMEM_MIB), ==, 16);
+    qpci_io_writel(dev, bar0, DEVSTATE_REG_SCRATCH, 0xc0ffee);
+    g_assert_cmphex(qpci_io_readl(dev, bar0, DEVSTATE_REG_SCRATCH), ==,
+                    0xc0ffee);
+
+    /* DMA into guest RAM through the memfd that QEMU mapped */
+    qpci_io_writel(dev, bar0, DEVSTATE_REG_DMA_ADDR_LO, DMA_GPA);
+    qpci_io_writel(dev, bar0, DEVSTATE_REG_DMA_ADDR_HI, 0);
+    qpci_io_writel(dev, bar0, DEVSTATE_REG_DMA_PAGES, 4);
+    qpci_io_writel(dev, bar0, DEVSTATE_REG_DMA_RATE, 10000);
+    qpci_io_writel(dev, bar0, DEVSTATE_REG_CTRL, DEVSTATE_CTRL_DMA);
+    for (i = 0; i < 500 &&
+         qpci_io_readl(dev, bar0, DEVSTATE_REG_DMA_PASSES) < 2; i++) {
+        g_usleep(10 * 1000);
+    }
+    qpci_io_writel(dev, bar0, DEVSTATE_REG_CTRL, 0);
+    g_assert_cmpint(qpci_io_readl(dev, bar0, DEVSTATE_REG_DMA_ERRORS), ==, 0);
+    qtest_memread(qts, DMA_GPA + 3 * 4096, &stamp, sizeof(stamp));
+    g_assert_cmphex(stamp.magic, ==, DEVSTATE_DMA_MAGIC);
+    g_assert_cmpint(stamp.page, ==, 3);
+
+    status = devstate_server_cmd(srv, "status");
+    g_assert_nonnull(strstr(status, "state=RUNNING "));
+    g_assert_nonnull(strstr(status, "connected=1"));
+
+    qpci_iounmap(dev, bar0);
+    g_free(dev);
+    qpci_free_pc(bus);
+    qtest_quit(qts);
+    /* QEMU gone: the server exits by itself */
+    g_assert_cmpint(devstate_server_wait(srv, 5000), ==, 0);
+    devstate_server_stop(srv);
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+
+    if (!devstate_server_binary()) {
+        g_test_skip("DEVSTATE_SERVER_BINARY is not set");
+        return g_test_run();
+    }
+    if (!qtest_has_device("vfio-user-pci")) {
+        g_test_skip("vfio-user-pci is not available");
+        return g_test_run();
+    }
+    qtest_add_func("/vfio-user-devstate/device", test_device);
+    return g_test_run();
+}

@@ -1,0 +1,583 @@
+/*
+ * vfio-user-devstate: the device model
+ *
+ * BAR0 registers, PCI config space, device memory with a mutation worker,
+ * a DMA engine that writes guest memory through the DMA_MAP mappings, and
+ * the interrupt it raises.  Both workers do nothing while the device is in
+ * STOP, so that a stopped device changes none of its state.
+ *
+ * Copyright (c) 2025 The QEMU project contributors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/mman.h>
+
+#include "devstate.h"
+
+#define WORKER_TICK_US      5000
+#define WORKER_MAX_BATCH    4096
+#define MUTATE_STRIDE       1000003
+
+static bool dev_stopped(Devstate *ds)
+{
+    return ds->state & VFIO_DEVICE_DATA_STATE_STOP;
+}
+
+void devstate_mark_mem_dirty(Devstate *ds, uint64_t page)
+{
+    if (ds->state & VFIO_DEVICE_DATA_STATE_LOGGING) {
+        ds->mem_dirty[page / 64] |= 1ull << (page % 64);
+    }
+}
+
+void devstate_mark_sys_dirty(Devstate *ds, uint64_t pfn)
+{
+    uint64_t *block;
+    gpointer key = GSIZE_TO_POINTER(pfn >> 15);
+
+    if (!(ds->state & VFIO_DEVICE_DATA_STATE_LOGGING)) {
+        return;
+    }
+    block = g_hash_table_lookup(ds->sys_dirty, key);
+    if (!block) {
+        block = g_malloc0(4096);
+        g_hash_table_insert(ds->sys_dirty, key, block);
+    }
+    block[(pfn & 0x7fff) / 64] |= 1ull << (pfn % 64);
+}
+
+/* Mutation worker: rewrite device-memory pages at MUTATE_RATE pages/s */
+static void mutate_one(Devstate *ds)
+{
+    uint64_t page = (ds->mutate_count * MUTATE_STRIDE) % ds->nr_pages;
+    uint64_t *p = (uint64_t *)(ds->mem + page * DEVSTATE_PAGE_SIZE);
+    uint64_t seed = ds->mutate_count * 0x9e3779b97f4a7c15ull;
+    unsigned i;
+
+    for (i = 0; i < DEVSTATE_PAGE_SIZE / 8; i++) {
+        p[i] = seed + i;
+    }
+    ds->mutate_count++;
+    devstate_mark_mem_dirty(ds, page);
+}
+
+static void dev_irq(Devstate *ds)
+{
+    uint64_t one = 1;
+    int fd = ds->irq_fd[VFIO_PCI_MSI_IRQ_INDEX];
+
+    if (fd < 0) {
+        fd = ds->intx_masked ? -1 : ds->irq_fd[VFIO_PCI_INTX_IRQ_INDEX];
+    }
+    if (fd >= 0 && write(fd, &one, sizeof(one)) != sizeof(one)) {
+        devstate_log(ds, "interrupt: eventfd write failed: %s",
+                     g_strerror(errno));
+    }
+}
+
+static DevstateDMAMap *dma_lookup(Devstate *ds, uint64_t iova, uint64_t len)
+{
+    guint i;
+
+    for (i = 0; i < ds->dma_maps->len; i++) {
+        DevstateDMAMap *m = &g_array_index(ds->dma_maps, DevstateDMAMap, i);
+
+        if (iova >= m->iova && iova - m->iova + len <= m->size) {
+            return m;
+        }
+    }
+    return NULL;
+}
+
+/* DMA engine: stamp one page of the guest window */
+static void dma_one(Devstate *ds)
+{
+    uint64_t base = ((uint64_t)ds->regs[DEVSTATE_REG_DMA_ADDR_HI / 4] << 32 |
+                     ds->regs[DEVSTATE_REG_DMA_ADDR_LO / 4]) &
+                    ~(uint64_t)(DEVSTATE_PAGE_SIZE - 1);
+    uint32_t pass = ds->regs[DEVSTATE_REG_DMA_PASSES / 4];
+    uint64_t page = ds->dma_cursor;
+    uint64_t iova = base + page * DEVSTATE_PAGE_SIZE;
+    DevstateDMAMap *m = dma_lookup(ds, iova, DEVSTATE_PAGE_SIZE);
+
+    if (m && m->host && m->writable) {
+        uint64_t *p = (uint64_t *)((uint8_t *)m->host + (iova - m->iova));
+        struct devstate_dma_stamp stamp = {
+            .magic = DEVSTATE_DMA_MAGIC, .pass = pass, .page = page,
+        };
+        unsigned i;
+
+        for (i = 2; i < DEVSTATE_PAGE_SIZE / 8; i++) {
+            p[i] = (uint64_t)pass << 32 | page;
+        }
+        memcpy(p, &stamp, sizeof(stamp));
+        devstate_mark_sys_dirty(ds, iova >> DEVSTATE_PAGE_SHIFT);
+        ds->dma_count++;
+    } else {
+        ds->regs[DEVSTATE_REG_DMA_ERRORS / 4]++;
+    }
+
+    if (++ds->dma_cursor >= ds->regs[DEVSTATE_REG_DMA_PAGES / 4]) {
+        ds->dma_cursor = 0;
+        ds->regs[DEVSTATE_REG_DMA_PASSES / 4]++;
+        if (ds->regs[DEVSTATE_REG_CTRL / 4] & DEVSTATE_CTRL_DMA_IRQ) {
+            dev_irq(ds);
+        }
+    }
+}
+
+static bool mutate_ready(Devstate *ds)
+{
+    return !dev_stopped(ds) &&
+        (ds->regs[DEVSTATE_REG_CTRL / 4] & DEVSTATE_CTRL_MUTATE) &&
+        ds->regs[DEVSTATE_REG_MUTATE_RATE / 4];
+}
+
+static bool dma_ready(Devstate *ds)
+{
+    return !dev_stopped(ds) && ds->connected &&
+        (ds->regs[DEVSTATE_REG_CTRL / 4] & DEVSTATE_CTRL_DMA) &&
+        ds->regs[DEVSTATE_REG_DMA_RATE / 4] &&
+        ds->regs[DEVSTATE_REG_DMA_PAGES / 4];
+}
+
+typedef struct {
+    Devstate *ds;
+    bool (*ready)(Devstate *ds);
+    void (*one)(Devstate *ds);
+    unsigned rate_reg;
+} Worker;
+
+/*
+ * Each tick earns rate * elapsed pages of credit; every page is done with
+ * the lock held, so a state change (STOP) waits for the page in progress
+ * and nothing happens after it.
+ */
+static gpointer worker_thread(gpointer opaque)
+{
+    Worker *w = opaque;
+    Devstate *ds = w->ds;
+    gint64 last = g_get_monotonic_time();
+    double credit = 0;
+
+    g_mutex_lock(&ds->lock);
+    while (!ds->quit) {
+        gint64 now, end;
+
+        end = g_get_monotonic_time() + WORKER_TICK_US;
+        while (!ds->quit && g_cond_wait_until(&ds->cond, &ds->lock, end)) {
+            /* woken early: only quit matters */
+        }
+        now = g_get_monotonic_time();
+        if (!w->ready(ds)) {
+            credit = 0;
+            last = now;
+            continue;
+        }
+        credit += (double)ds->regs[w->rate_reg / 4] * (now - last) / 1e6;
+        last = now;
+        if (credit > WORKER_MAX_BATCH) {
+            credit = WORKER_MAX_BATCH;
+        }
+        while (credit >= 1 && w->ready(ds) && !ds->quit) {
+            w->one(ds);
+            credit -= 1;
+            /* let the protocol thread in between pages */
+            g_mutex_unlock(&ds->lock);
+            g_mutex_lock(&ds->lock);
+        }
+    }
+    g_mutex_unlock(&ds->lock);
+    g_free(w);
+    return NULL;
+}
+
+void devstate_dev_init(Devstate *ds)
+{
+    unsigned i;
+
+    g_mutex_init(&ds->lock);
+    g_cond_init(&ds->cond);
+    ds->nr_pages = ds->mem_size / DEVSTATE_PAGE_SIZE;
+    ds->mem = mmap(NULL, ds->mem_size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (ds->mem == MAP_FAILED) {
+        g_error("cannot allocate %" G_GUINT64_FORMAT " bytes of device memory",
+                ds->mem_size);
+    }
+    ds->mem_dirty = g_new0(uint64_t, (ds->nr_pages + 63) / 64);
+    ds->sys_dirty = g_hash_table_new_full(NULL, NULL, NULL, g_free);
+    ds->dma_maps = g_array_new(FALSE, TRUE, sizeof(DevstateDMAMap));
+    for (i = 0; i < DEVSTATE_NUM_IRQS; i++) {
+        ds->irq_fd[i] = -1;
+    }
+
+    ds->init_regs[DEVSTATE_REG_ID / 4] = DEVSTATE_ID_MAGIC;
+    ds->init_regs[DEVSTATE_REG_DEVMEM_MIB / 4] = ds->mem_size >> 20;
+    memcpy(ds->regs, ds->init_regs, sizeof(ds->regs));
+
+    /* PCI config space: conventional PCI, one 4 KiB memory BAR, INTx */
+    memset(ds->pci_cfg, 0, sizeof(ds->pci_cfg));
+    ds->pci_cfg[0x00] = DEVSTATE_PCI_VENDOR_ID & 0xff;
+    ds->pci_cfg[0x01] = DEVSTATE_PCI_VENDOR_ID >> 8;
+    ds->pci_cfg[0x02] = DEVSTATE_PCI_DEVICE_ID & 0xff;
+    ds->pci_cfg[0x03] = DEVSTATE_PCI_DEVICE_ID >> 8;
+    ds->pci_cfg[0x08] = 0x01;                   /* revision */
+    ds->pci_cfg[0x0a] = 0x00;                   /* class 0xff00 */
+    ds->pci_cfg[0x0b] = 0xff;
+    ds->pci_cfg[0x2c] = DEVSTATE_PCI_SUBVENDOR_ID & 0xff;
+    ds->pci_cfg[0x2d] = DEVSTATE_PCI_SUBVENDOR_ID >> 8;
+    ds->pci_cfg[0x2e] = DEVSTATE_PCI_SUBDEVICE_ID & 0xff;
+    ds->pci_cfg[0x2f] = DEVSTATE_PCI_SUBDEVICE_ID >> 8;
+    ds->pci_cfg[0x3d] = 1;                      /* INTA# */
+}
+
+void devstate_dev_start(Devstate *ds)
+{
+    static const struct {
+        const char *name;
+        bool (*ready)(Devstate *ds);
+        void (*one)(Devstate *ds);
+        unsigned rate_reg;
+    } workers[] = {
+        { "devstate-mutate", mutate_ready, mutate_one,
+          DEVSTATE_REG_MUTATE_RATE },
+        { "devstate-dma", dma_ready, dma_one, DEVSTATE_REG_DMA_RATE },
+    };
+    GThread **threads[] = { &ds->mutate_thread, &ds->dma_thread };
+    unsigned i;
+
+    for (i = 0; i < G_N_ELEMENTS(workers); i++) {
+        Worker *w = g_new0(Worker, 1);
+
+        w->ds = ds;
+        w->ready = workers[i].ready;
+        w->one = workers[i].one;
+        w->rate_reg = workers[i].rate_reg;
+        *threads[i] = g_thread_new(workers[i].name, worker_thread, w);
+    }
+}
+
+void devstate_dev_stop(Devstate *ds)
+{
+    g_mutex_lock(&ds->lock);
+    ds->quit = true;
+    g_cond_broadcast(&ds->cond);
+    g_mutex_unlock(&ds->lock);
+    g_thread_join(ds->mutate_thread);
+    g_thread_join(ds->dma_thread);
+}
+
+/* Called with the lock held */
+void devstate_dev_reset(Devstate *ds)
+{
+    memcpy(ds->regs, ds->init_regs, sizeof(ds->regs));
+    ds->mutate_count = 0;
+    ds->dma_count = 0;
+    ds->dma_cursor = 0;
+    ds->intx_masked = false;
+    memset(ds->pci_cfg + 0x04, 0, 2);           /* command */
+    memset(ds->pci_cfg + 0x10, 0, 4);           /* BAR0 */
+    devstate_regions_reset(ds);
+}
+
+static uint32_t reg_read(Devstate *ds, unsigned reg)
+{
+    switch (reg * 4) {
+    case DEVSTATE_REG_MUTATE_COUNT_LO:
+        return ds->mutate_count;
+    case DEVSTATE_REG_MUTATE_COUNT_HI:
+        return ds->mutate_count >> 32;
+    case DEVSTATE_REG_DMA_COUNT_LO:
+        return ds->dma_count;
+    case DEVSTATE_REG_DMA_COUNT_HI:
+        return ds->dma_count >> 32;
+    case DEVSTATE_REG_STATUS:
+        return ds->state;
+    default:
+        return reg < DEVSTATE_NR_REGS ? ds->regs[reg] : 0;
+    }
+}
+
+static void reg_write(Devstate *ds, unsigned reg, uint32_t val)
+{
+    switch (reg * 4) {
+    case DEVSTATE_REG_CTRL:
+        ds->regs[reg] = val & DEVSTATE_CTRL_MASK;
+        break;
+    case DEVSTATE_REG_DMA_PAGES:
+        ds->dma_cursor = 0;
+        /* fall through */
+    case DEVSTATE_REG_MUTATE_RATE:
+    case DEVSTATE_REG_DMA_RATE:
+    case DEVSTATE_REG_DMA_ADDR_LO:
+    case DEVSTATE_REG_DMA_ADDR_HI:
+    case DEVSTATE_REG_SCRATCH:
+        ds->regs[reg] = val;
+        break;
+    default:
+        break;                                  /* read-only or unused */
+    }
+}
+
+/* 4-byte aligned accesses of 4 or 8 bytes; smaller aligned reads too */
+int devstate_bar0_access(Devstate *ds, uint64_t off, uint32_t count,
+                         void *buf, bool is_write)
+{
+    uint32_t val;
+
+    if (off % count || (count != 1 && count != 2 && count != 4 &&
+                        count != 8)) {
+        return -EINVAL;
+    }
+    if (is_write) {
+        if (count < 4) {
+            return -EINVAL;
+        }
+        for (; count; count -= 4, off += 4, buf = (uint8_t *)buf + 4) {
+            memcpy(&val, buf, 4);
+            reg_write(ds, off / 4, GUINT32_FROM_LE(val));
+        }
+        return 0;
+    }
+    if (count < 4) {
+        val = GUINT32_TO_LE(reg_read(ds, off / 4));
+        memcpy(buf, (uint8_t *)&val + off % 4, count);
+        return 0;
+    }
+    for (; count; count -= 4, off += 4, buf = (uint8_t *)buf + 4) {
+        val = GUINT32_TO_LE(reg_read(ds, off / 4));
+        memcpy(buf, &val, 4);
+    }
+    return 0;
+}
+
+/*
+ * Config space: QEMU emulates most of it; the device keeps command,
+ * BAR0 (4 KiB, 32-bit memory), interrupt line, and ignores other writes.
+ */
+int devstate_pci_cfg_access(Devstate *ds, uint64_t off, uint32_t count,
+                            void *buf, bool is_write)
+{
+    uint32_t i;
+
+    if (!is_write) {
+        memcpy(buf, ds->pci_cfg + off, count);
+        return 0;
+    }
+    for (i = 0; i < count; i++) {
+        uint64_t o = off + i;
+        uint8_t v = ((uint8_t *)buf)[i];
+
+        if (o == 0x04) {
+            ds->pci_cfg[o] = v & 0x47;          /* IO, MEM, MASTER, PARITY */
+        } else if (o == 0x05) {
+            ds->pci_cfg[o] = v & 0x05;          /* SERR, INTX_DISABLE */
+        } else if (o == 0x11) {
+            ds->pci_cfg[o] = v & 0xf0;          /* 4 KiB BAR */
+        } else if (o == 0x12 || o == 0x13 || o == 0x3c) {
+            ds->pci_cfg[o] = v;
+        }
+    }
+    return 0;
+}
+
+int devstate_dma_map(Devstate *ds, uint64_t iova, uint64_t size, int fd,
+                     uint64_t offset, uint32_t flags)
+{
+    DevstateDMAMap m = {
+        .iova = iova, .size = size,
+        .writable = flags & VFIO_DMA_MAP_FLAG_WRITE,
+    };
+    guint i;
+
+    if (!size || iova + size < iova ||
+        (flags & ~(VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE))) {
+        return -EINVAL;
+    }
+    for (i = 0; i < ds->dma_maps->len; i++) {
+        DevstateDMAMap *o = &g_array_index(ds->dma_maps, DevstateDMAMap, i);
+
+        if (iova < o->iova + o->size && o->iova < iova + size) {
+            return -EEXIST;
+        }
+    }
+    if (ds->dma_maps->len >= DEVSTATE_MAX_DMA_MAPS) {
+        return -ENOSPC;
+    }
+    if (fd >= 0) {
+        int prot = PROT_READ | (m.writable ? PROT_WRITE : 0);
+
+        m.host = mmap(NULL, size, prot, MAP_SHARED, fd, offset);
+        if (m.host == MAP_FAILED) {
+            return -errno;
+        }
+    }
+    g_array_append_val(ds->dma_maps, m);
+    devstate_log(ds, "dma map [0x%" G_GINT64_MODIFIER "x, +0x%"
+                 G_GINT64_MODIFIER "x)%s", iova, size,
+                 fd >= 0 ? "" : " (no fd)");
+    return 0;
+}
+
+static void dma_release(DevstateDMAMap *m)
+{
+    if (m->host) {
+        munmap(m->host, m->size);
+    }
+}
+
+int devstate_dma_unmap(Devstate *ds, uint64_t iova, uint64_t size, bool all)
+{
+    guint i;
+
+    for (i = 0; i < ds->dma_maps->len; i++) {
+        DevstateDMAMap *m = &g_array_index(ds->dma_maps, DevstateDMAMap, i);
+
+        if (all) {
+            dma_release(m);
+        } else if (m->iova == iova && m->size == size) {
+            devstate_log(ds, "dma unmap [0x%" G_GINT64_MODIFIER "x, +0x%"
+                         G_GINT64_MODIFIER "x)", iova, size);
+            dma_release(m);
+            g_array_remove_index(ds->dma_maps, i);
+            return 0;
+        }
+    }
+    if (all) {
+        g_array_set_size(ds->dma_maps, 0);
+        return 0;
+    }
+    return -ENOENT;
+}
+
+int devstate_set_irq_fd(Devstate *ds, unsigned index, int fd)
+{
+    if (ds->irq_fd[index] >= 0) {
+        close(ds->irq_fd[index]);
+    }
+    ds->irq_fd[index] = fd;
+    if (index == VFIO_PCI_INTX_IRQ_INDEX) {
+        ds->intx_masked = false;
+    }
+    return 0;
+}
+
+void devstate_intx_mask(Devstate *ds, bool masked)
+{
+    ds->intx_masked = masked;
+}
+
+/* Called with the lock held */
+void devstate_disconnect(Devstate *ds)
+{
+    unsigned i;
+
+    devstate_dma_unmap(ds, 0, 0, true);
+    for (i = 0; i < DEVSTATE_NUM_IRQS; i++) {
+        devstate_set_irq_fd(ds, i, -1);
+    }
+    ds->connected = false;
+}
+
+/*
+ * The config state payload: registers and counters, little-endian.
+ * Kept in one place so that the config blob and the digest agree.
+ */
+typedef struct {
+    uint32_t regs[DEVSTATE_NR_REGS];
+    uint64_t mutate_count;
+    uint64_t dma_count;
+    uint64_t dma_cursor;
+    uint64_t mem_size;
+    uint32_t intx_masked;
+    uint32_t reserved;
+} DevstateConfigPayload;
+
+void devstate_config_payload(Devstate *ds, GByteArray *out)
+{
+    DevstateConfigPayload p = { 0 };
+    unsigned i;
+
+    for (i = 0; i < DEVSTATE_NR_REGS; i++) {
+        p.regs[i] = GUINT32_TO_LE(ds->regs[i]);
+    }
+    p.regs[DEVSTATE_REG_STATUS / 4] = 0;        /* not config state */
+    p.mutate_count = GUINT64_TO_LE(ds->mutate_count);
+    p.dma_count = GUINT64_TO_LE(ds->dma_count);
+    p.dma_cursor = GUINT64_TO_LE(ds->dma_cursor);
+    p.mem_size = GUINT64_TO_LE(ds->mem_size);
+    p.intx_masked = GUINT32_TO_LE(ds->intx_masked);
+    g_byte_array_append(out, (const guint8 *)&p, sizeof(p));
+}
+
+/* Validate first, then apply: a refused payload changes nothing */
+bool devstate_config_payload_apply(Devstate *ds, const uint8_t *buf,
+                                   size_t len)
+{
+    DevstateConfigPayload p;
+    unsigned i;
+
+    if (len != sizeof(p)) {
+        return false;
+    }
+    memcpy(&p, buf, sizeof(p));
+    if (GUINT64_FROM_LE(p.mem_size) != ds->mem_size ||
+        GUINT32_FROM_LE(p.regs[DEVSTATE_REG_ID / 4]) != DEVSTATE_ID_MAGIC ||
+        (GUINT32_FROM_LE(p.regs[DEVSTATE_REG_CTRL / 4]) &
+         ~DEVSTATE_CTRL_MASK) ||
+        GUINT64_FROM_LE(p.dma_cursor) >
+        GUINT32_FROM_LE(p.regs[DEVSTATE_REG_DMA_PAGES / 4])) {
+        return false;
+    }
+    for (i = 0; i < DEVSTATE_NR_REGS; i++) {
+        if (i != DEVSTATE_REG_STATUS / 4) {
+            ds->regs[i] = GUINT32_FROM_LE(p.regs[i]);
+        }
+    }
+    ds->mutate_count = GUINT64_FROM_LE(p.mutate_count);
+    ds->dma_count = GUINT64_FROM_LE(p.dma_count);
+    ds->dma_cursor = GUINT64_FROM_LE(p.dma_cursor);
+    ds->intx_masked = GUINT32_FROM_LE(p.intx_masked);
+    return true;
+}
+
+char *devstate_digest(Devstate *ds)
+{
+    g_autoptr(GChecksum) sum = g_checksum_new(G_CHECKSUM_SHA256);
+    g_autoptr(GByteArray) cfg = g_byte_array_new();
+    uint64_t off;
+
+    g_mutex_lock(&ds->lock);
+    for (off = 0; off < ds->mem_size; off += 1 << 20) {
+        g_checksum_update(sum, ds->mem + off, MIN(1 << 20, ds->mem_size - off));
+    }
+    devstate_config_payload(ds, cfg);
+    g_mutex_unlock(&ds->lock);
+    g_checksum_update(sum, cfg->data, cfg->len);
+    return g_strdup(g_checksum_get_string(sum));
+}
+
+char *devstate_status(Devstate *ds)
+{
+    char *s;
+
+    g_mutex_lock(&ds->lock);
+    s = g_strdup_printf("state=%s logging=%d mutate_count=%" G_GUINT64_FORMAT
+                        " dma_count=%" G_GUINT64_FORMAT " dma_passes=%u"
+                        " dma_errors=%u mem_size=%" G_GUINT64_FORMAT
+                        " ctrl=0x%x connected=%d dma_maps=%u",
+                        devstate_state_name(ds->state),
+                        !!(ds->state & VFIO_DEVICE_DATA_STATE_LOGGING),
+                        ds->mutate_count, ds->dma_count,
+                        ds->regs[DEVSTATE_REG_DMA_PASSES / 4],
+                        ds->regs[DEVSTATE_REG_DMA_ERRORS / 4],
+                        ds->mem_size, ds->regs[DEVSTATE_REG_CTRL / 4],
+                        ds->connected, ds->dma_maps->len);
+    g_mutex_unlock(&ds->lock);
+    return s;
+}

@@ -1,0 +1,162 @@
+/*
+ * vfio-user-devstate: a vfio-user reference device for the device-state
+ * region interface (docs: linux-headers/linux/vfio.h, device-state regions)
+ *
+ * Copyright (c) 2025 The QEMU project contributors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#ifndef DEVSTATE_H
+#define DEVSTATE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <glib.h>
+#include <linux/vfio.h>
+
+#include "devstate-regs.h"
+
+/* Region indices */
+enum {
+    DEVSTATE_REGION_BAR0 = VFIO_PCI_BAR0_REGION_INDEX,
+    DEVSTATE_REGION_CONFIG = VFIO_PCI_CONFIG_REGION_INDEX,   /* 7 */
+    DEVSTATE_REGION_CTL = VFIO_PCI_NUM_REGIONS,             /* 9 */
+    DEVSTATE_REGION_DATA_CONFIG,
+    DEVSTATE_REGION_DATA_MEMORY,
+    DEVSTATE_REGION_DATA_BITMAP,
+    DEVSTATE_REGION_VERSION,
+    DEVSTATE_NUM_REGIONS,
+};
+
+#define DEVSTATE_NUM_IRQS           VFIO_PCI_NUM_IRQS
+#define DEVSTATE_CFG_SPACE_SIZE     256
+#define DEVSTATE_DATA_CONFIG_SIZE   4096
+#define DEVSTATE_MAX_FDS            16
+#define DEVSTATE_MAX_DMA_MAPS       65535
+
+/* Fault injection points */
+typedef enum {
+    FAULT_ARC,
+    FAULT_CONFIG_GET,
+    FAULT_CONFIG_SET,
+    FAULT_MEM_GET,
+    FAULT_MEM_SET,
+    FAULT_BITMAP,
+    FAULT_VERSION,
+    FAULT_NR,
+} DevstateFaultPoint;
+
+typedef struct {
+    int err;                /* errno to fail with, 0 for none */
+    int count;              /* failures left, -1 for always */
+    int from, to;           /* FAULT_ARC only: state + 1, 0 for any */
+    unsigned delay_ms;
+    bool exit_at;
+} DevstateFault;
+
+typedef struct {
+    uint64_t iova;
+    uint64_t size;
+    void *host;             /* NULL when mapped without an fd */
+    bool writable;
+} DevstateDMAMap;
+
+/* One device-memory data set, for saving or for loading */
+typedef struct {
+    bool open;
+    uint64_t size;          /* bytes */
+    uint64_t next_pos;      /* next chunk expected */
+    uint64_t nr_pages;
+    uint32_t *pages;        /* save: page indices of the records */
+    uint8_t *staging;       /* load: the set, applied once complete */
+} DevstateDataSet;
+
+typedef struct {
+    /* Options */
+    uint64_t mem_size;
+    uint64_t chunk_size;
+    uint64_t bitmap_size;
+    bool no_mmap;
+    bool verbose;
+    char *identity;
+    unsigned ver_major, ver_minor, ver_bugfix;
+    uint32_t init_regs[DEVSTATE_NR_REGS];
+
+    GMutex lock;            /* everything below */
+    GCond cond;
+    bool quit;
+
+    /* Device model */
+    uint32_t regs[DEVSTATE_NR_REGS];
+    uint64_t mutate_count;
+    uint64_t dma_count;
+    uint64_t dma_cursor;
+    uint8_t *mem;
+    uint64_t nr_pages;
+    uint8_t pci_cfg[DEVSTATE_CFG_SPACE_SIZE];
+    GArray *dma_maps;       /* of DevstateDMAMap */
+    bool connected;
+    int irq_fd[DEVSTATE_NUM_IRQS];
+    bool intx_masked;
+    GThread *mutate_thread;
+    GThread *dma_thread;
+
+    /* Device-state regions */
+    struct vfio_device_state_ctl ctl;
+    uint32_t state;
+    uint64_t *mem_dirty;    /* bitmap of device-memory pages */
+    GHashTable *sys_dirty;  /* pfn >> 15 -> 4 KiB bitmap block */
+    DevstateDataSet save_set;
+    DevstateDataSet load_set;
+    char version_str[VFIO_DEVICE_STATE_VERSION_MAX];
+    int region_fd[DEVSTATE_NUM_REGIONS];
+    uint8_t *region_buf[DEVSTATE_NUM_REGIONS];
+    uint64_t region_size[DEVSTATE_NUM_REGIONS];
+
+    DevstateFault faults[FAULT_NR];
+} Devstate;
+
+/* devstate-dev.c: device model */
+void devstate_dev_init(Devstate *ds);
+void devstate_dev_start(Devstate *ds);
+void devstate_dev_stop(Devstate *ds);
+void devstate_dev_reset(Devstate *ds);
+int devstate_bar0_access(Devstate *ds, uint64_t off, uint32_t count,
+                         void *buf, bool is_write);
+int devstate_pci_cfg_access(Devstate *ds, uint64_t off, uint32_t count,
+                            void *buf, bool is_write);
+int devstate_dma_map(Devstate *ds, uint64_t iova, uint64_t size, int fd,
+                     uint64_t offset, uint32_t flags);
+int devstate_dma_unmap(Devstate *ds, uint64_t iova, uint64_t size, bool all);
+void devstate_disconnect(Devstate *ds);
+int devstate_set_irq_fd(Devstate *ds, unsigned index, int fd);
+void devstate_intx_mask(Devstate *ds, bool masked);
+void devstate_config_payload(Devstate *ds, GByteArray *out);
+bool devstate_config_payload_apply(Devstate *ds, const uint8_t *p,
+                                   size_t len);
+char *devstate_digest(Devstate *ds);
+char *devstate_status(Devstate *ds);
+void devstate_mark_mem_dirty(Devstate *ds, uint64_t page);
+void devstate_mark_sys_dirty(Devstate *ds, uint64_t pfn);
+
+/* devstate-regions.c: the device-state regions */
+void devstate_regions_init(Devstate *ds);
+void devstate_regions_reset(Devstate *ds);
+int devstate_region_access(Devstate *ds, unsigned index, uint64_t off,
+                           uint32_t count, void *buf, bool is_write);
+const char *devstate_state_name(uint32_t state);
+int devstate_fault(Devstate *ds, DevstateFaultPoint point, int from, int to);
+bool devstate_parse_fault(Devstate *ds, const char *kind, const char *arg,
+                          GError **errp);
+void devstate_log(Devstate *ds, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+
+/* vfu-server.c: the vfio-user protocol */
+int vfu_serve(Devstate *ds, int fd, bool listening, bool persist,
+              int control_fd);
+
+/* main.c: the control socket */
+void devstate_control_line(Devstate *ds, const char *line, GString *reply);
+
+#endif /* DEVSTATE_H */
