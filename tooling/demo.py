@@ -149,8 +149,19 @@ def main():
                   st == 'RUNNING' and works)
             reason = (info.get('error-desc') or status).replace(' ', '_')
             if o.scenario == 'incompatible':
+                # The destination says why, naming the device and both
+                # migration_version strings.
+                try:
+                    dst.shutdown(timeout=10)
+                except Exception:   # pylint: disable=broad-except
+                    pass            # it exits by itself after the refusal
+                why = [ln for ln in (dst.get_log() or '').splitlines()
+                       if 'refused migration_version' in ln]
+                if why:
+                    print('destination: %s' % why[0])
+                    reason = why[0].split(': ', 1)[-1].replace(' ', '_')
                 log = open(dsrv.log).read()
-                refused = 'refused' in log and 'version' in log
+                refused = bool(why) and 'refused' in log
                 verdict = ('demo: REFUSED reason=%s source=running' % reason
                            if ok and refused else
                            'demo: FAIL reason=%s source=%s' % (reason, run))
