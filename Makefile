@@ -5,12 +5,13 @@
 SERIES := .work/series
 DEV    := .work/qemu
 
-.PHONY: help deps build check demo bench tree devbuild export clean
+.PHONY: help deps build check check-asan demo bench tree devbuild export clean
 
 help:
 	@echo "make demo     build what is missing, then live-migrate a VM with the reference device"
 	@echo "make check    apply the series to pristine upstream, check every patch, run every test"
 	@echo "make bench    measure device-state migration against guest-RAM migration"
+	@echo "make check-asan  the device tests and vfio qtests in an ASan/UBSan build"
 	@echo "make tree     make the developer's QEMU work tree $(DEV) (series as commits)"
 	@echo "make devbuild build $(DEV)"
 	@echo "make export   write $(DEV)'s series back to patches/ and refresh the view"
@@ -24,6 +25,9 @@ build: deps
 
 check:
 	tooling/check.sh
+
+check-asan:
+	tooling/check-asan.sh
 
 demo: build
 	tooling/demo.sh $(DEMO_ARGS)

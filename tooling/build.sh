@@ -2,17 +2,20 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # build.sh SRC [ninja targets...]: configure SRC/build once, then build
 # incrementally with ninja (ccache is picked up by meson when installed).
+# BUILD_DIR and EXTRA_CONFIGURE_ARGS select another build (e.g. ASan).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-src=${1:?usage: build.sh SRC [targets]}
+src=$(cd "${1:?usage: build.sh SRC [targets]}" && pwd)
 shift
-build=$src/build
+build=${BUILD_DIR:-$src/build}
 mkdir -p "$CCACHE_DIR"
 if [ ! -f "$build/build.ninja" ]; then
     say "configuring QEMU in $build"
     mkdir -p "$build"
-    (cd "$build" && ../configure "${CONFIGURE_ARGS[@]}" > configure.log 2>&1) ||
+    # shellcheck disable=SC2086
+    (cd "$build" && "$src/configure" "${CONFIGURE_ARGS[@]}" \
+        ${EXTRA_CONFIGURE_ARGS:-} > configure.log 2>&1) ||
         { tail -30 "$build/configure.log" >&2; die "configure failed (log: $build/configure.log)"; }
     # In a build tree QEMU looks for firmware in qemu-bundle; the +ds
     # tarball has none, so link Debian's seabios and iPXE ROMs there.
