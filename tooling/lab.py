@@ -106,10 +106,18 @@ class DeviceServer:
                 self.proc.wait()
 
 
-def vm(workdir, name, server, ram, disk=None, incoming=False, extra=()):
+def vm(workdir, name, server, ram, disk=None, incoming=False, extra=(),
+       mem_path=None):
+    """mem_path: back guest RAM with this file (memory-backend-file,
+    share=on) instead of the default memfd."""
     # i440fx: Debian 12's SeaBIOS does not boot q35 under TCG here.
+    if mem_path:
+        backend = ('memory-backend-file,id=mem,size=%d,mem-path=%s,share=on'
+                   % (ram, mem_path))
+    else:
+        backend = 'memory-backend-memfd,id=mem,size=%d' % ram
     args = ['-machine', 'pc,memory-backend=mem',
-            '-object', 'memory-backend-memfd,id=mem,size=%d' % ram,
+            '-object', backend,
             '-accel', 'tcg', '-m', str(ram >> 20),
             '-nodefaults', '-display', 'none',
             '-serial', 'file:' + os.path.join(workdir, name + '.serial')]
