@@ -80,6 +80,7 @@ struct VFIODevstate {
     size_t bounce_size;
 
     /* Save side: the data set being sent, if any. */
+    bool put_pending;           /* the stream still points into a buffer */
     bool set_open;
     uint64_t set_size;
     uint64_t set_pos;
@@ -269,6 +270,14 @@ static int ds_set_logging(VFIODevstate *ds, bool on, Error **errp)
     uint32_t new = on ? ds->state | VFIO_DEVICE_DATA_STATE_LOGGING :
                         ds->state & ~VFIO_DEVICE_DATA_STATE_LOGGING;
 
+    /*
+     * A VM that is not running (started with -S, paused, savevm) does not
+     * stop at the switchover: a session on its behalf starts stopped.
+     */
+    if (on && !runstate_is_running()) {
+        new |= VFIO_DEVICE_DATA_STATE_STOP;
+    }
+
     if (!on) {
         /* Ending the session discards any data set that was open. */
         ds->set_open = false;
@@ -313,6 +322,33 @@ void vfio_devstate_migration_failed(VFIODevice *vbasedev)
     if (ds_set_logging(ds, false, &local_err)) {
         error_report_err(local_err);
     }
+}
+
+/*
+ * The device was reset, which puts it back in RUNNING and ends any
+ * logging session: follow it, and fail a migration that relied on the
+ * session, whose dirty tracking is lost.
+ */
+void vfio_devstate_reset(VFIODevice *vbasedev)
+{
+    VFIODevstate *ds = ds_of(vbasedev);
+    Error *err = NULL;
+    uint32_t real;
+
+    if (CTL_READ32(ds, device_state, &real, &err)) {
+        error_report_err(err);
+        return;
+    }
+    trace_vfio_ds_reset(vbasedev->name, ds_state_str(ds->state),
+                        ds_state_str(real));
+    if ((ds->state & VFIO_DEVICE_DATA_STATE_LOGGING) &&
+        !(real & VFIO_DEVICE_DATA_STATE_LOGGING)) {
+        error_setg(&err, "%s: device was reset during migration; its "
+                   "dirty tracking is lost", vbasedev->name);
+        migration_file_set_error(-EIO, err);
+    }
+    ds->state = real & VFIO_DEVICE_DATA_STATE_MASK;
+    ds->set_open = false;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -663,6 +699,7 @@ static int vfio_ds_save_setup(QEMUFile *f, void *opaque, Error **errp)
     int i, ret;
 
     ds->set_open = false;
+    ds->put_pending = false;
     ds->last_set_size = 0;
     error_free(ds->save_err);
     ds->save_err = NULL;
@@ -713,11 +750,29 @@ static int ds_open_set(VFIODevstate *ds, Error **errp)
     return 0;
 }
 
+/*
+ * Chunks go into the stream without a copy (qemu_put_buffer_async), so
+ * the stream must be flushed before the region or the bounce buffer they
+ * point into is filled again.
+ */
+static int ds_put_flush(QEMUFile *f, VFIODevstate *ds)
+{
+    if (ds->put_pending) {
+        ds->put_pending = false;
+        qemu_fflush(f);
+    }
+    return qemu_file_get_error(f);
+}
+
 static int ds_save_chunk(QEMUFile *f, VFIODevstate *ds, Error **errp)
 {
     uint64_t len = MIN(ds->memory.size, ds->set_size - ds->set_pos);
     void *buf = ds->memory.mmap ?: ds->bounce;
-    int ret;
+    int ret = ds_put_flush(f, ds);
+
+    if (ret) {
+        return ret;
+    }
 
     if (ds->set_pos == 0) {
         qemu_put_be64(f, VFIO_DS_FLAG_MEM_SET);
@@ -736,7 +791,8 @@ static int ds_save_chunk(QEMUFile *f, VFIODevstate *ds, Error **errp)
     qemu_put_be64(f, VFIO_DS_FLAG_MEM_CHUNK);
     qemu_put_be64(f, ds->set_pos);
     qemu_put_be64(f, len);
-    qemu_put_buffer(f, buf, len);
+    qemu_put_buffer_async(f, buf, len, false);
+    ds->put_pending = true;
     vfio_migration_add_bytes_transferred(len);
     ds->set_pos += len;
     if (ds->set_pos == ds->set_size) {
@@ -844,7 +900,13 @@ static int vfio_ds_save_complete(QEMUFile *f, void *opaque)
     if (ds->save_err) {
         return ds_fail(ds, -EIO, error_copy(ds->save_err));
     }
-    /* The device is stopped: drain what it still has. */
+    /* The device is stopped (by the VM stop): drain what it still has. */
+    if (!(ds->state & VFIO_DEVICE_DATA_STATE_STOP)) {
+        ret = ds_set_state(ds, ds->state | VFIO_DEVICE_DATA_STATE_STOP, &err);
+        if (ret) {
+            return ds_fail(ds, ret, err);
+        }
+    }
     while (ds->caps & VFIO_DEVICE_DATA_CAP_DEVICE_MEMORY) {
         if (!ds->set_open) {
             if (sets++ == VFIO_DS_STOP_MAX_SETS) {
@@ -864,6 +926,7 @@ static int vfio_ds_save_complete(QEMUFile *f, void *opaque)
         }
     }
 
+    ret = ret ?: ds_put_flush(f, ds);
     ret = ret ?: CTL_WRITE32(ds, device_config.action,
                              VFIO_DEVICE_DATA_ACTION_GET_BUFFER, &err);
     ret = ret ?: CTL_READ64(ds, device_config.size, &size, &err);

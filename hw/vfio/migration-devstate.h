@@ -42,6 +42,7 @@ void vfio_devstate_vmstate_change(void *opaque, bool running, RunState state);
 void vfio_devstate_migration_failed(VFIODevice *vbasedev);
 bool vfio_devstate_is_running(VFIODevice *vbasedev);
 bool vfio_devstate_is_logging(VFIODevice *vbasedev);
+void vfio_devstate_reset(VFIODevice *vbasedev);
 
 /* The system-memory dirty bitmap, for the VFIO memory listener. */
 bool vfio_devstate_device(VFIODevice *vbasedev);

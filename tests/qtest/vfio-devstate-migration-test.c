@@ -57,21 +57,28 @@ static void set_caps(QTestState *qts, bool ack)
 }
 
 /* Start both sides; the destination waits on a UNIX socket. */
-static void mig_start(Mig *m, const char *src_opts, const char *dst_opts,
-                      const char *dst_vm_opts, bool ack)
+static void mig_start_full(Mig *m, const char *src_opts,
+                           const char *src_vm_opts, const char *dst_opts,
+                           const char *dst_vm_opts, bool ack)
 {
     m->tmpdir = g_dir_make_tmp("vfio-devstate-mig-XXXXXX", NULL);
     g_assert_nonnull(m->tmpdir);
     m->uri = g_strdup_printf("unix:%s/mig.sock", m->tmpdir);
     m->src.srv = devstate_server_start(src_opts);
     m->dst.srv = devstate_server_start(dst_opts);
-    m->src.qts = start_vm(m->src.srv, NULL);
+    m->src.qts = start_vm(m->src.srv, src_vm_opts);
     m->dst.qts = start_vm(m->dst.srv, dst_vm_opts ? dst_vm_opts :
                           "-incoming defer -S");
     set_caps(m->src.qts, ack);
     set_caps(m->dst.qts, ack);
     qtest_qmp_assert_success(m->dst.qts,
         "{'execute': 'migrate-incoming', 'arguments': {'uri': %s}}", m->uri);
+}
+
+static void mig_start(Mig *m, const char *src_opts, const char *dst_opts,
+                      const char *dst_vm_opts, bool ack)
+{
+    mig_start_full(m, src_opts, NULL, dst_opts, dst_vm_opts, ack);
 }
 
 static void mig_end(Mig *m)
@@ -298,6 +305,29 @@ static void test_live_mmap(void)
 static void test_live_nommap(void)
 {
     do_live(false);
+}
+
+/*
+ * A VM that never ran (-S) has nothing to stop at the switchover: its
+ * device must be stopped when the migration starts.
+ */
+static void test_paused_source(void)
+{
+    Mig m = { 0 };
+    g_autofree char *st = NULL, *err = NULL, *sdig = NULL, *ddig = NULL;
+    g_autofree char *sarcs = NULL;
+
+    mig_start_full(&m, "--mem-size 16M --start", "-S", "--mem-size 16M",
+                   NULL, true);
+    mig_go(&m);
+    st = mig_wait(m.src.qts, &err);
+    g_assert_cmpstr(st, ==, "completed");
+    sdig = devstate_server_digest(m.src.srv);
+    ddig = devstate_server_digest(m.dst.srv);
+    g_assert_cmpstr(sdig, ==, ddig);
+    sarcs = arcs(m.src.srv);
+    g_assert_cmpstr(sarcs, ==, "RUNNING -> STOP|LOGGING,STOP|LOGGING -> STOP");
+    mig_end(&m);
 }
 
 /*
@@ -726,6 +756,8 @@ int main(int argc, char **argv)
     }
     qtest_add_func("/vfio-devstate/migration/live/mmap", test_live_mmap);
     qtest_add_func("/vfio-devstate/migration/live/nommap", test_live_nommap);
+    qtest_add_func("/vfio-devstate/migration/paused-source",
+                   test_paused_source);
     qtest_add_func("/vfio-devstate/migration/cancel/precopy",
                    test_cancel_precopy);
     qtest_add_func("/vfio-devstate/migration/cancel/stop-copy",
