@@ -5,13 +5,14 @@
 SERIES := .work/series
 DEV    := .work/qemu
 
-.PHONY: help deps build check check-asan demo bench tree devbuild export clean
+.PHONY: help deps build check check-asan fuzz demo bench tree devbuild export clean
 
 help:
 	@echo "make demo     build what is missing, then live-migrate a VM with the reference device"
 	@echo "make check    apply the series to pristine upstream, check every patch, run every test"
 	@echo "make bench    measure device-state migration against guest-RAM migration"
 	@echo "make check-asan  the device tests and vfio qtests in an ASan/UBSan build"
+	@echo "make fuzz     run the two libFuzzer targets (FUZZ_SECONDS each, default 300)"
 	@echo "make tree     make the developer's QEMU work tree $(DEV) (series as commits)"
 	@echo "make devbuild build $(DEV)"
 	@echo "make export   write $(DEV)'s series back to patches/ and refresh the view"
@@ -28,6 +29,9 @@ check:
 
 check-asan:
 	tooling/check-asan.sh
+
+fuzz: build
+	tooling/fuzz.sh --seconds $(or $(FUZZ_SECONDS),300)
 
 demo: build
 	tooling/demo.sh $(DEMO_ARGS)

@@ -5,7 +5,8 @@
 #   2. checkpatch reports no error on any patch;
 #   3. every patch builds on its own (incrementally, one after the other);
 #   4. the view equals what the series creates;
-#   5. every test runs (tooling/run-tests.sh).
+#   5. every test runs (tooling/run-tests.sh);
+#   6. the fuzzers run for a short while (tooling/fuzz.sh).
 # Ends with "N passed, N failed" and exits non-zero on any failure.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -92,5 +93,18 @@ if [ "$fail" = 0 ] || "$TOP/tooling/build.sh" "$SERIES_TREE" > "$WORK/build-tip.
     while read -r l; do failed+=("${l#FAIL  }"); done < <(grep '^FAIL  ' "$WORK/tests.out")
 else
     result "build of the series tip" 1
+fi
+
+# 6. The fuzzers, a short smoke run each (make fuzz runs them longer).
+"$TOP/tooling/fuzz.sh" --seconds "${FUZZ_SECONDS:-30}" "$SERIES_TREE" \
+    > "$WORK/fuzz.out" 2>&1
+frc=$?
+grep -E '^(PASS|FAIL)  ' "$WORK/fuzz.out" > "$WORK/fuzz.results" || true
+while IFS= read -r l; do
+    result "${l#????  }" "$([[ $l == PASS* ]] && echo 0 || echo 1)"
+done < "$WORK/fuzz.results"
+if [ "$frc" != 0 ] && ! grep -q '^FAIL' "$WORK/fuzz.results"; then
+    tail -20 "$WORK/fuzz.out"
+    result "fuzz smoke run (log: .work/fuzz.out)" 1
 fi
 finish

@@ -89,6 +89,7 @@ struct VFIODevstate {
 
     /* Load side. */
     bool header_loaded;
+    bool load_config_done;      /* the device accepted a DEV_CONFIG */
     bool load_done;
     uint64_t src_memory_region_size;
     bool load_set_open;
@@ -307,10 +308,13 @@ void vfio_devstate_vmstate_change(void *opaque, bool running, RunState state)
     trace_vfio_ds_vmstate_change(vbasedev->name, running, RunState_str(state),
                                  ds_state_str(new));
     ret = ds_set_state(ds, new, &local_err);
-    if (ret) {
+    if (ret && state == RUN_STATE_FINISH_MIGRATE) {
         /* vm_state_notify() cannot fail; fail the migration instead. */
         error_report_err(error_copy(local_err));
         migration_file_set_error(ret, local_err);
+    } else if (ret) {
+        /* Not in a migration (at shutdown, the migration object is gone) */
+        error_report_err(local_err);
     }
 }
 
@@ -428,9 +432,16 @@ int vfio_devstate_query_dirty_bitmap(VFIODevice *vbasedev, hwaddr iova,
 /* ---------------------------------------------------------------------- */
 /* Probe */
 
+/* Whether a region must be there, must not be there, or may be there. */
+typedef enum {
+    DS_REGION_ABSENT,
+    DS_REGION_REQUIRED,
+    DS_REGION_OPTIONAL,
+} DSRegionPresence;
+
 static int ds_find_region(VFIODevstate *ds, VFIODevstateRegion *r,
-                          uint32_t subtype, const char *name, bool required,
-                          Error **errp)
+                          uint32_t subtype, const char *name,
+                          DSRegionPresence presence, Error **errp)
 {
     VFIODevice *vbasedev = ds->vbasedev;
     struct vfio_region_info *info;
@@ -441,14 +452,14 @@ static int ds_find_region(VFIODevstate *ds, VFIODevstateRegion *r,
                                            VFIO_REGION_TYPE_DEVICE_STATE,
                                            subtype, &info);
     if (ret) {
-        if (required) {
+        if (presence == DS_REGION_REQUIRED) {
             error_setg(errp, "%s: device-state %s region is missing",
                        vbasedev->name, name);
             return -ENODEV;
         }
         return 0;
     }
-    if (!required) {
+    if (presence == DS_REGION_ABSENT) {
         error_setg(errp, "%s: device has a device-state %s region but not "
                    "the capability that goes with it", vbasedev->name, name);
         return -EINVAL;
@@ -558,12 +569,12 @@ int vfio_devstate_probe(VFIODevice *vbasedev, VFIODevstate **out,
 
     ds->vbasedev = vbasedev;
     ret = ds_find_region(ds, &ds->ctl, VFIO_REGION_SUBTYPE_DEVICE_STATE_CTL,
-                         "control", false, NULL);
+                         "control", DS_REGION_ABSENT, NULL);
     if (ret == 0) {
         return 0;       /* no device-state interface */
     }
     ret = ds_find_region(ds, &ds->ctl, VFIO_REGION_SUBTYPE_DEVICE_STATE_CTL,
-                         "control", true, errp);
+                         "control", DS_REGION_REQUIRED, errp);
     if (ret < 0) {
         return ret;
     }
@@ -603,16 +614,20 @@ int vfio_devstate_probe(VFIODevice *vbasedev, VFIODevstate **out,
 
     if (ds_find_region(ds, &ds->config,
                        VFIO_REGION_SUBTYPE_DEVICE_STATE_DATA_CONFIG,
-                       "config", true, errp) < 0 ||
+                       "config", DS_REGION_REQUIRED, errp) < 0 ||
         ds_find_region(ds, &ds->memory,
                        VFIO_REGION_SUBTYPE_DEVICE_STATE_DATA_MEMORY,
-                       "device-memory", devmem, errp) < 0 ||
+                       "device-memory",
+                       devmem ? DS_REGION_REQUIRED : DS_REGION_ABSENT,
+                       errp) < 0 ||
         ds_find_region(ds, &ds->bitmap,
                        VFIO_REGION_SUBTYPE_DEVICE_STATE_DATA_DIRTYBITMAP,
-                       "dirty-bitmap", sysmem, errp) < 0 ||
+                       "dirty-bitmap",
+                       sysmem ? DS_REGION_REQUIRED : DS_REGION_ABSENT,
+                       errp) < 0 ||
         ds_find_region(ds, &ds->version,
                        VFIO_REGION_SUBTYPE_DEVICE_STATE_VERSION,
-                       "migration_version", true, NULL) < 0) {
+                       "migration_version", DS_REGION_OPTIONAL, errp) < 0) {
         return -EINVAL;
     }
     if (sysmem) {
@@ -983,6 +998,7 @@ static int vfio_ds_load_setup(QEMUFile *f, void *opaque, Error **errp)
     VFIODevstate *ds = ds_opaque(opaque);
 
     ds->header_loaded = false;
+    ds->load_config_done = false;
     ds->load_done = false;
     ds->load_set_open = false;
     /* Hold the device still from before the first byte (review R52). */
@@ -1281,6 +1297,11 @@ static int ds_load_config(QEMUFile *f, VFIODevstate *ds, Error **errp)
                              VFIO_DEVICE_DATA_ACTION_SET_BUFFER, errp);
     if (!ret) {
         trace_vfio_ds_load_config(name, size);
+        ds->load_config_done = true;
+        /* Without a PCI config to follow, the device config is the end. */
+        if (!ds->vbasedev->ops->vfio_load_config) {
+            ds->load_done = true;
+        }
     }
     return ret;
 }
@@ -1293,6 +1314,18 @@ static int ds_load_pci_config(QEMUFile *f, VFIODevstate *ds, Error **errp)
     if (!vbasedev->ops->vfio_load_config) {
         error_setg(errp, "%s: PCI config in the stream for a device that "
                    "has none", vbasedev->name);
+        return -EINVAL;
+    }
+    /* The PCI config ends the state: the device's must all be in. */
+    if (ds->load_set_open) {
+        error_setg(errp, "%s: PCI config while %" PRIu64 " bytes of a data "
+                   "set are missing", vbasedev->name,
+                   ds->load_set_size - ds->load_pos);
+        return -EINVAL;
+    }
+    if (!ds->load_config_done) {
+        error_setg(errp, "%s: PCI config before the device config",
+                   vbasedev->name);
         return -EINVAL;
     }
     ret = vbasedev->ops->vfio_load_config(vbasedev, f);
@@ -1333,6 +1366,12 @@ static int vfio_ds_load_state(QEMUFile *f, void *opaque, int version_id)
         if (tag != VFIO_DS_FLAG_HEADER && !ds->header_loaded) {
             error_setg(&err, "%s: device-state data 0x%" PRIx64 " before the "
                        "header", name, tag);
+            ret = -EINVAL;
+            break;
+        }
+        if (ds->load_done) {
+            error_setg(&err, "%s: device-state data 0x%" PRIx64 " after the "
+                       "end of the device state", name, tag);
             ret = -EINVAL;
             break;
         }

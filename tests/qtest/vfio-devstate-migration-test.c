@@ -740,6 +740,85 @@ static void test_two_devices(void)
     rmdir(dir);
 }
 
+/* Wait until a device's log shows @what (the migration got that far). */
+static void wait_log(DevstateServer *srv, const char *what)
+{
+    int i;
+
+    for (i = 0; i < 1000 && !log_has(srv, what); i++) {
+        g_usleep(10 * 1000);
+    }
+    g_assert_true(log_has(srv, what));
+}
+
+/* Start a slow migration and wait until device memory is moving. */
+static void mig_go_slow(Mig *m, bool ack)
+{
+    mig_start(m, live_opts(true), "--mem-size 64M", NULL, ack);
+    qtest_qmp_assert_success(m->src.qts,
+        "{'execute': 'migrate-set-parameters', 'arguments': "
+        "{'max-bandwidth': %d}}", (int)(16 * MiB));
+    mig_go(m);
+    wait_log(m->src.srv, "data set opened");
+}
+
+static void test_kill_dst_qemu(void)
+{
+    Mig m = { 0 };
+    g_autofree char *st = NULL;
+
+    mig_go_slow(&m, true);
+    qtest_kill_qemu(m.dst.qts);
+    st = mig_wait(m.src.qts, NULL);
+    g_assert_cmpstr(st, ==, "failed");
+    assert_source_recovered(&m, "--mem-size 64M");
+    mig_end(&m);
+}
+
+static void test_kill_dst_server(void)
+{
+    Mig m = { 0 };
+    g_autofree char *st = NULL;
+
+    mig_go_slow(&m, true);
+    wait_log(m.dst.srv, "device_memory.size");
+    kill(m.dst.srv->pid, SIGKILL);
+    qtest_set_expected_status(m.dst.qts, EXIT_FAILURE);
+    st = mig_wait(m.src.qts, NULL);
+    g_assert_cmpstr(st, ==, "failed");
+    assert_source_recovered(&m, "--mem-size 64M");
+    mig_end(&m);
+}
+
+/*
+ * The source's device is gone: the migration fails with an error and the
+ * VM runs on without it; QEMU neither hangs nor crashes, and a second
+ * migration fails cleanly too.
+ */
+static void test_kill_src_server(void)
+{
+    Mig m = { 0 };
+    g_autofree char *st = NULL, *err = NULL, *st2 = NULL, *err2 = NULL;
+    QDict *rsp;
+
+    mig_go_slow(&m, true);
+    kill(m.src.srv->pid, SIGKILL);
+    st = mig_wait(m.src.qts, &err);
+    g_assert_cmpstr(st, ==, "failed");
+    g_assert_nonnull(err);
+    rsp = qtest_qmp_assert_success_ref(m.src.qts,
+                                       "{'execute': 'query-status'}");
+    g_assert_cmpstr(qdict_get_try_str(rsp, "status"), ==, "running");
+    qobject_unref(rsp);
+
+    qtest_qmp_assert_success(m.src.qts,
+        "{'execute': 'migrate', 'arguments': {'uri': %s}}", m.uri);
+    st2 = mig_wait(m.src.qts, &err2);
+    g_assert_cmpstr(st2, ==, "failed");
+    qtest_set_expected_status(m.dst.qts, EXIT_FAILURE);
+    mig_end(&m);
+}
+
 int main(int argc, char **argv)
 {
     int i;
@@ -763,6 +842,12 @@ int main(int argc, char **argv)
     qtest_add_func("/vfio-devstate/migration/cancel/stop-copy",
                    test_cancel_stop_copy);
     qtest_add_func("/vfio-devstate/migration/incompatible", test_incompatible);
+    qtest_add_func("/vfio-devstate/migration/kill/dst-qemu",
+                   test_kill_dst_qemu);
+    qtest_add_func("/vfio-devstate/migration/kill/dst-server",
+                   test_kill_dst_server);
+    qtest_add_func("/vfio-devstate/migration/kill/src-server",
+                   test_kill_src_server);
     for (i = 0; i < ARRAY_SIZE(faults); i++) {
         g_autofree char *path = g_strdup_printf("/vfio-devstate/migration/"
                                                 "fault/%s", faults[i].path);

@@ -639,6 +639,33 @@ static void test_dma_map(void)
     send_msg(c, VFIO_USER_DMA_MAP, &map.argsz, ml, &fd, 1);
     g_assert_cmpint(recv_reply(c, NULL, NULL), ==, 0);
     g_assert_cmpint(status_value(s, "dma_maps"), ==, 3);
+    /* past the end of the memfd: DMA there would fault (SIGBUS) */
+    map.iova = 0x400000;
+    map.offset = 127 * 4096;
+    map.size = 2 * 4096;
+    send_msg(c, VFIO_USER_DMA_MAP, &map.argsz, ml, &fd, 1);
+    g_assert_cmpint(recv_reply(c, NULL, NULL), ==, EINVAL);
+    map.offset = 0;
+    map.size = 129 * 4096;
+    send_msg(c, VFIO_USER_DMA_MAP, &map.argsz, ml, &fd, 1);
+    g_assert_cmpint(recv_reply(c, NULL, NULL), ==, EINVAL);
+    g_assert_cmpint(status_value(s, "dma_maps"), ==, 3);
+    map.size = 64 * 4096;
+    /* not page-aligned: iova, size or offset */
+    map.iova = 0x400000 + 0xfd;
+    send_msg(c, VFIO_USER_DMA_MAP, &map.argsz, ml, &fd, 1);
+    g_assert_cmpint(recv_reply(c, NULL, NULL), ==, EINVAL);
+    map.iova = 0x400000;
+    map.size = 4096 + 8;
+    send_msg(c, VFIO_USER_DMA_MAP, &map.argsz, ml, &fd, 1);
+    g_assert_cmpint(recv_reply(c, NULL, NULL), ==, EINVAL);
+    map.size = 4096;
+    map.offset = 8;
+    send_msg(c, VFIO_USER_DMA_MAP, &map.argsz, ml, &fd, 1);
+    g_assert_cmpint(recv_reply(c, NULL, NULL), ==, EINVAL);
+    g_assert_cmpint(status_value(s, "dma_maps"), ==, 3);
+    map.offset = 0;
+    map.size = 64 * 4096;
 
     /* unmap must match exactly */
     unmap.iova = 0x100000;

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #include "devstate.h"
 
@@ -86,7 +87,9 @@ static DevstateDMAMap *dma_lookup(Devstate *ds, uint64_t iova, uint64_t len)
     for (i = 0; i < ds->dma_maps->len; i++) {
         DevstateDMAMap *m = &g_array_index(ds->dma_maps, DevstateDMAMap, i);
 
-        if (iova >= m->iova && iova - m->iova + len <= m->size) {
+        /* iova - m->iova + len may wrap: compare without adding */
+        if (iova >= m->iova && iova - m->iova <= m->size &&
+            len <= m->size - (iova - m->iova)) {
             return m;
         }
     }
@@ -395,7 +398,9 @@ int devstate_dma_map(Devstate *ds, uint64_t iova, uint64_t size, int fd,
     };
     guint i;
 
+    /* Whole pages of the size advertised in pgsizes, nothing less */
     if (!size || iova + size < iova ||
+        (iova | size | offset) % DEVSTATE_PAGE_SIZE ||
         (flags & ~(VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE))) {
         return -EINVAL;
     }
@@ -411,6 +416,21 @@ int devstate_dma_map(Devstate *ds, uint64_t iova, uint64_t size, int fd,
     }
     if (fd >= 0) {
         int prot = PROT_READ | (m.writable ? PROT_WRITE : 0);
+        struct stat st;
+
+        /* A mapping past the end of a file faults (SIGBUS) on access. */
+        if (fstat(fd, &st) < 0) {
+            return -errno;
+        }
+        if (S_ISREG(st.st_mode) &&
+            (offset > (uint64_t)st.st_size ||
+             size > (uint64_t)st.st_size - offset)) {
+            devstate_log(ds, "dma map [0x%" G_GINT64_MODIFIER "x, +0x%"
+                         G_GINT64_MODIFIER "x) refused: it ends past the "
+                         "end of its fd (offset 0x%" G_GINT64_MODIFIER "x)",
+                         iova, size, offset);
+            return -EINVAL;
+        }
 
         m.host = mmap(NULL, size, prot, MAP_SHARED, fd, offset);
         if (m.host == MAP_FAILED) {
