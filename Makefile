@@ -5,12 +5,13 @@
 SERIES := .work/series
 DEV    := .work/qemu
 
-.PHONY: help deps build check check-asan fuzz demo bench tree devbuild export clean
+.PHONY: help deps build check check-series check-asan fuzz demo bench tree devbuild export clean
 
 help:
 	@echo "make demo     build what is missing, then live-migrate a VM with the reference device"
 	@echo "make check    apply the series to pristine upstream, check every patch, run every test"
 	@echo "make bench    measure device-state migration against guest-RAM migration"
+	@echo "make check-series  only the series checks of make check (apply, checkpatch, builds, view)"
 	@echo "make check-asan  the device tests and vfio qtests in an ASan/UBSan build"
 	@echo "make fuzz     run the two libFuzzer targets (FUZZ_SECONDS each, default 300)"
 	@echo "make tree     make the developer's QEMU work tree $(DEV) (series as commits)"
@@ -26,6 +27,9 @@ build: deps
 
 check:
 	tooling/check.sh
+
+check-series:
+	CHECK_SERIES_ONLY=1 tooling/check.sh
 
 check-asan:
 	tooling/check-asan.sh
