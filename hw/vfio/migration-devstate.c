@@ -1397,6 +1397,11 @@ static int vfio_ds_load_state(QEMUFile *f, void *opaque, int version_id)
             ret = -EINVAL;
         }
     }
+    if (!err) {
+        /* qemu_loadvm_approve_switchover() failed */
+        error_setg_errno(&err, -ret, "%s: cannot approve the switchover",
+                         name);
+    }
     error_report_err(err);
     return ret;
 }
