@@ -20,7 +20,9 @@ export EXTRA_CONFIGURE_ARGS="--enable-asan --enable-ubsan"
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 say "running the device tests and the vfio qtests under ASan/UBSan"
+# meson intersects --suite with test names: one run each.
 meson test -C "$BUILD_DIR" --no-rebuild --print-errorlogs \
-    --timeout-multiplier 4 --suite devstate \
-    qtest-x86_64/vfio-user-devstate-test \
+    --timeout-multiplier 4 --suite devstate
+meson test -C "$BUILD_DIR" --no-rebuild --print-errorlogs \
+    --timeout-multiplier 4 qtest-x86_64/vfio-user-devstate-test \
     qtest-x86_64/vfio-devstate-migration-test
