@@ -569,14 +569,9 @@ int vfio_devstate_probe(VFIODevice *vbasedev, VFIODevstate **out,
 
     ds->vbasedev = vbasedev;
     ret = ds_find_region(ds, &ds->ctl, VFIO_REGION_SUBTYPE_DEVICE_STATE_CTL,
-                         "control", DS_REGION_ABSENT, NULL);
-    if (ret == 0) {
-        return 0;       /* no device-state interface */
-    }
-    ret = ds_find_region(ds, &ds->ctl, VFIO_REGION_SUBTYPE_DEVICE_STATE_CTL,
-                         "control", DS_REGION_REQUIRED, errp);
-    if (ret < 0) {
-        return ret;
+                         "control", DS_REGION_OPTIONAL, errp);
+    if (ret <= 0) {
+        return ret;     /* no device-state interface, or a broken one */
     }
     if (ds->ctl.size < sizeof(struct vfio_device_state_ctl)) {
         error_setg(errp, "%s: device-state control region is %" PRIu64
