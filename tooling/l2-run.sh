@@ -201,7 +201,9 @@ log "modules loaded, host root mounted"
 H=/host
 mount -t proc proc $H/proc && mount -t sysfs sys $H/sys && mount -t devtmpfs dev $H/dev &&
     mkdir -p $H/dev/shm $H/dev/pts && mount -t tmpfs shm $H/dev/shm &&
-    mount -t devpts devpts $H/dev/pts && mount -t tmpfs tmp $H/tmp &&
+    mount -t devpts devpts $H/dev/pts && ln -sf /proc/self/fd $H/dev/fd &&
+    ln -sf /proc/self/fd/0 $H/dev/stdin && ln -sf /proc/self/fd/1 $H/dev/stdout &&
+    ln -sf /proc/self/fd/2 $H/dev/stderr && mount -t tmpfs tmp $H/tmp &&
     mount -t tmpfs run $H/run || fail_setup "cannot mount /proc /sys /dev /tmp /run in the host root"
 mkdir -p $H/tmp/l2/modules && cp /bin/busybox $H/tmp/l2/ && cp /lib/modules/*.ko $H/tmp/l2/modules/ &&
     cp /cmd.sh $H/tmp/l2/cmd.sh || fail_setup "cannot fill /tmp/l2"

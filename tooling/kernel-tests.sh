@@ -1,0 +1,114 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+# kernel-tests.sh: the kernel tests of make check, in one boot of L2.
+#
+#   tooling/kernel-tests.sh [--module FILE.ko] [--params 'P=V ...']
+#                           [--client BIN | --no-client]
+#
+# Builds the sample mdev driver (tooling/kmod-build.sh) and a hostile
+# VFIO-uAPI test program against the Linux series' vfio.h, boots L2
+# (tooling/l2-run.sh) with the sample loaded and instances created, and
+# runs there (tooling/kernel-tests/in-l2.sh): the seed-003 management
+# check through sysfs, the hostile-userspace checks, the reference
+# device's protocol client through a VFIO device fd (the QEMU build's
+# devstate-client-test) and, after all of them, the L2 kernel-log check.
+# --module/--params replace the built module or add module parameters
+# (e.g. for a deliberate breakage).  Prints "PASS  name" / "FAIL  name"
+# lines and ends with "kernel tests: N passed, N failed".
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+
+TYPE=${KTEST_TYPE:-mdevstate-1}
+INCOMPAT_TYPE=${KTEST_INCOMPAT_TYPE:-mdevstate-2}
+REFUSE_ERRNO=${KTEST_REFUSE_ERRNO:-EINVAL}
+
+module= params= client=auto
+while [ $# -gt 0 ]; do
+    case $1 in
+        --module) module=$2; shift 2 ;;
+        --params) params=$2; shift 2 ;;
+        --client) client=$2; shift 2 ;;
+        --no-client) client=; shift ;;
+        *) die "kernel-tests.sh: unknown option '$1'" ;;
+    esac
+done
+
+t0=$(date +%s)
+out=$WORK/kernel-tests
+mkdir -p "$out"
+results=$out/results.txt
+: > "$results"
+emit() { echo "$*" | tee -a "$results"; }
+finish() {
+    local pass fail
+    pass=$(grep -c '^PASS' "$results")
+    fail=$(grep -c '^FAIL' "$results")
+    say "kernel tests took $(since "$t0")s"
+    echo "kernel tests: $pass passed, $fail failed"
+    [ "$fail" = 0 ] && [ "$pass" -gt 0 ]
+    exit
+}
+
+eval "$("$TOP/tooling/kernel-pkgs.sh" --print-env)" ||
+    { emit "FAIL  kernel: pinned kernel packages (tooling/kernel-pkgs.sh)"; finish; }
+
+# The sample module and the series' uAPI header.
+if [ -z "$module" ]; then
+    if [ ! -x "$TOP/tooling/kmod-build.sh" ]; then
+        emit "FAIL  kernel: sample module build (tooling/kmod-build.sh is missing)"
+        finish
+    fi
+    kenv=$("$TOP/tooling/kmod-build.sh" --print-env) ||
+        { emit "FAIL  kernel: sample module builds (tooling/kmod-build.sh)"; finish; }
+    eval "$kenv"
+    module=${KMOD:-}
+fi
+if [ ! -f "$module" ]; then
+    emit "FAIL  kernel: sample module builds (no module at '${module}')"
+    finish
+fi
+emit "PASS  kernel: sample module builds ($(basename "$module"))"
+
+uapi=${UAPI_VFIO_H:-}
+if [ -z "$uapi" ] || [ ! -f "$uapi" ]; then
+    emit "FAIL  kernel: the Linux series' include/uapi/linux/vfio.h (kmod-build.sh gave '${uapi}')"
+    finish
+fi
+inc=$out/include
+mkdir -p "$inc/linux"
+# What headers_install does to a uAPI header, for this one.
+sed -E -e 's/([[:space:](])(__user|__force|__iomem)[[:space:]]/\1/g' "$uapi" > "$inc/linux/vfio.h"
+hostile=$out/vfio-devstate-hostile
+if gcc -O2 -Wall -Wextra -Werror -I"$inc" -o "$hostile" \
+       "$TOP/tooling/kernel-tests/vfio-devstate-hostile.c" 2> "$out/hostile-build.log"; then
+    emit "PASS  kernel: hostile-userspace test builds against the series' vfio.h"
+else
+    sed 's/^/      /' "$out/hostile-build.log" | head -20
+    emit "FAIL  kernel: hostile-userspace test builds against the series' vfio.h"
+    finish
+fi
+
+client_args=()
+if [ "$client" = auto ]; then
+    client=$SERIES_BUILD/tests/vfio-user-devstate/devstate-client-test
+    [ -x "$client" ] || {
+        emit "FAIL  kernel client: $client is not built (run after the QEMU build)"
+        client=
+    }
+fi
+[ -z "$client" ] || client_args=(--client "$client")
+
+say "booting L2 for the kernel tests"
+"$TOP/tooling/l2-run.sh" --name kernel-tests --results "$out/l2" \
+    --module "$module $params" --mdev "$TYPE:3" --mdev "$INCOMPAT_TYPE:1" \
+    --check-name "kernel: L2 kernel log has no warning, BUG, oops or taint" \
+    -- "$TOP/tooling/kernel-tests/in-l2.sh" --type "$TYPE" \
+    --incompat-type "$INCOMPAT_TYPE" --hostile "$hostile" \
+    --refuse-errno "$REFUSE_ERRNO" "${client_args[@]}" > "$out/l2-output.txt"
+rc=$?
+grep -E '^(PASS|FAIL)  ' "$out/l2-output.txt" >> "$results"
+cat "$out/l2-output.txt"
+if [ "$rc" != 0 ] && ! grep -q '^FAIL' "$out/l2-output.txt"; then
+    emit "FAIL  kernel: L2 run (tooling/l2-run.sh exit status $rc; console: $WORK/l2/kernel-tests/console.log)"
+fi
+finish
