@@ -29,6 +29,7 @@ CONFIGURE_ARGS=(
     --python=/usr/bin/python3
     --disable-install-blobs
     --enable-tcg
+    --enable-kvm
     --enable-slirp
     --enable-fdt=system
 )
