@@ -44,6 +44,11 @@ def opts():
                    help='max-bandwidth, e.g. 200M (default: unlimited)')
     p.add_argument('--scenario', default='live',
                    choices=['live', 'cancel', 'incompatible', 'device-error'])
+    p.add_argument('--via', default='qmp', choices=['qmp', 'virsh'],
+                   help='qmp: the demo drives both QEMUs over QMP (default); '
+                   'virsh: two libvirt instances on this host and '
+                   '`virsh migrate --live` (scenarios live and incompatible; '
+                   'tooling/virsh_demo.py)')
     p.add_argument('--keep', action='store_true', help='keep the work dir')
     return p.parse_args()
 
@@ -87,6 +92,9 @@ def device_works(server, seconds=1.0):
 
 def main():
     o = opts()
+    if o.via == 'virsh':
+        import virsh_demo   # pylint: disable=import-outside-toplevel
+        sys.exit(virsh_demo.run(o, sys.modules[__name__]))
     wd = lab.workdir()
     mem = lab.parse_size(o.mem_size)
     ram = lab.parse_size(o.ram)

@@ -5,4 +5,12 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 [ -x "$SERIES_BUILD/qemu-system-x86_64" ] || die "no build at $SERIES_BUILD: run 'make demo'"
+# --via virsh needs libvirt (from bookworm-backports).
+prev=
+for a in "$@"; do
+    if [ "$a" = --via=virsh ] || { [ "$prev" = --via ] && [ "$a" = virsh ]; }; then
+        "$TOP/tooling/deps-libvirt.sh"
+    fi
+    prev=$a
+done
 exec python3 "$TOP/tooling/demo.py" "$@"
