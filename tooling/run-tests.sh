@@ -63,6 +63,12 @@ have=$(meson test -C "$build" --list 2>/dev/null | sed 's/.* \/ //')
             echo "FAIL  $t (not built: the test is missing from this tree)"
         fi
     done
+
+    # --- virsh: the live migration and the incompatible case under
+    # libvirt, run as a user runs them (tooling/virsh-test.sh; installs
+    # libvirt from bookworm-backports, tears down what it starts) ---
+    "$TOP/tooling/virsh-test.sh" "$tree"
+    # --- end virsh ---
 } | tee "$WORK/test-results.txt"
 pass=$(grep -c '^PASS' "$WORK/test-results.txt")
 fail=$(grep -c '^FAIL' "$WORK/test-results.txt")

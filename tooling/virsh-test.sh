@@ -82,7 +82,7 @@ scenario() {  # scenario NAME EXPECTED-VERDICT-REGEX [demo args]
         while IFS='|' read -r st what; do
             result "$name: $what" "$([ "$st" = FAIL ] && echo 1 || echo 0)"
         done
-    last=$(tail -n 1 "$log")
+    last=$(grep -E "^demo: (PASS|FAIL|REFUSED)" "$log" | tail -n 1)
     grep -q '^check: ' "$log" ||
         result "$name: the demo made its checks (log: ${log#"$TOP"/})" 1
     if [[ $last =~ $want ]] && [ "$rc" = 0 ]; then

@@ -242,11 +242,12 @@ def run(o, demo):
         virsh_lab.release_run_mountpoint()
         for s in servers:
             s.stop()
-        print(verdict)
         if not o.keep and verdict.split()[1] in ('PASS', 'REFUSED'):
             shutil.rmtree(wd, ignore_errors=True)
-        elif not o.keep:
-            print('demo: logs kept in %s' % wd)
+        else:
+            print('work dir kept: %s (libvirtd and QEMU logs in '
+                  'libvirt-*/log)' % wd)
+        print(verdict)
     return 0 if verdict.split()[1] in ('PASS', 'REFUSED') else 1
 
 
