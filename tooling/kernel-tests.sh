@@ -20,7 +20,10 @@ set -uo pipefail
 
 TYPE=${KTEST_TYPE:-mdevstate-1}
 INCOMPAT_TYPE=${KTEST_INCOMPAT_TYPE:-mdevstate-2}
-REFUSE_ERRNO=${KTEST_REFUSE_ERRNO:-EINVAL}
+# The sample's answers to a migration_version it refuses: EPROTO for an
+# incompatible one, EINVAL for an ill-formed one (mdevstate.c).
+REFUSE_ERRNO=${KTEST_REFUSE_ERRNO:-EPROTO}
+MALFORMED_ERRNO=${KTEST_MALFORMED_ERRNO:-EINVAL}
 
 module= params= client=auto
 while [ $# -gt 0 ]; do
@@ -99,12 +102,13 @@ fi
 [ -z "$client" ] || client_args=(--client "$client")
 
 say "booting L2 for the kernel tests"
-"$TOP/tooling/l2-run.sh" --name kernel-tests --results "$out/l2" \
+"$TOP/tooling/l2-run.sh" --name kernel-tests --results "$out/l2" --timeout 1500 \
     --module "$module $params" --mdev "$TYPE:3" --mdev "$INCOMPAT_TYPE:1" \
     --check-name "kernel: L2 kernel log has no warning, BUG, oops or taint" \
     -- "$TOP/tooling/kernel-tests/in-l2.sh" --type "$TYPE" \
     --incompat-type "$INCOMPAT_TYPE" --hostile "$hostile" \
-    --refuse-errno "$REFUSE_ERRNO" "${client_args[@]}" > "$out/l2-output.txt"
+    --refuse-errno "$REFUSE_ERRNO" --malformed-errno "$MALFORMED_ERRNO" \
+    "${client_args[@]}" > "$out/l2-output.txt"
 rc=$?
 grep -E '^(PASS|FAIL)  ' "$out/l2-output.txt" >> "$results"
 cat "$out/l2-output.txt"

@@ -257,15 +257,21 @@ wall=$((ms / 1000)).$(printf %03d $((ms % 1000)))
 boot=$(sed -n 's/^l2\[\([0-9.]*\)\] modules loaded.*/\1/p' "$console" | head -1)
 say "L2 finished after ${wall}s (wall; userspace ready at ${boot:-?}s of L2 uptime)"
 
+KLOG_BAD='WARNING:|BUG:|kernel BUG|Oops|Call Trace|cut here|general protection|Kernel panic|UBSAN|KASAN|refcount_t|list_(add|del) corruption|soft lockup|hard LOCKUP|blocked for more than|rcu_.*stall|self-detected stall'
 if [ ! -f "$results/.l2-status" ]; then
     tail -n 40 "$console" | sed 's/^/  console: /' >&2
+    oops=$(grep -a -E "$KLOG_BAD" "$console" | head -5 || true)
+    [ -z "$oops" ] || {
+        echo "l2-run.sh: the L2 console shows:" >&2
+        sed 's/^/  console: /' <<< "$oops" >&2
+    }
     if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
         echo "l2-run.sh: L2 timed out after ${timeout_s}s" >&2
-        [ -z "$check_name" ] || echo "FAIL  $check_name (L2 timed out)"
+        [ -z "$check_name" ] || echo "FAIL  $check_name (L2 timed out${oops:+; the console shows a kernel oops/warning})"
         exit 124
     fi
     echo "l2-run.sh: L2 stopped without a result (QEMU exit status $qrc)" >&2
-    [ -z "$check_name" ] || echo "FAIL  $check_name (L2 stopped without a result)"
+    [ -z "$check_name" ] || echo "FAIL  $check_name (L2 stopped without a result${oops:+; the console shows a kernel oops/warning})"
     exit 125
 fi
 rc=$(cat "$results/.l2-status")
@@ -278,8 +284,7 @@ fi
 
 # The kernel log: no warning, BUG, oops or call trace; no taint but
 # O (out-of-tree module, 4096) and E (unsigned module, 8192).
-bad=$(grep -a -n -E 'WARNING:|BUG:|kernel BUG|Oops|Call Trace|cut here|general protection|Kernel panic|UBSAN|KASAN|refcount_t|list_(add|del) corruption|soft lockup|hard LOCKUP|blocked for more than|rcu_.*stall|self-detected stall' \
-      "$results/dmesg.txt" | head -40 || true)
+bad=$(grep -a -n -E "$KLOG_BAD" "$results/dmesg.txt" | head -40 || true)
 tainted=$(cat "$results/.l2-tainted" 2>/dev/null || echo unknown)
 taint_bad=
 if ! [[ $tainted =~ ^[0-9]+$ ]]; then

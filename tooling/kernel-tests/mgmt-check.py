@@ -2,13 +2,14 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """The management check of seed 003, run inside L2 by tooling/kernel-tests.sh.
 
-    mgmt-check.py SRC-UUID COMPAT-UUID INCOMPAT-UUID [--errno NAME]
+    mgmt-check.py SRC COMPAT INCOMPAT [--errno NAME] [--malformed-errno NAME]
 
 Reads the source instance's migration_version from sysfs (device node and
 mdev type node), writes it to a compatible and to an incompatible target
 (device node and type node) and expects success and a refusal with the
-driver's errno (default EINVAL); ill-formed strings are refused too, and
-nothing that a refusal touched changes the target's own string.  Prints
+driver's errno (--errno, default EINVAL); ill-formed strings are refused
+too (with --malformed-errno when given), and no refusal changes the
+target's own string.  Prints
 "PASS  name" / "FAIL  name" lines; exits 1 on any failure.
 """
 import errno
@@ -71,9 +72,14 @@ def ename(e):
 def main():
     args = sys.argv[1:]
     want = 'EINVAL'
+    want_bad = None
     if '--errno' in args:
         i = args.index('--errno')
         want = args[i + 1]
+        del args[i:i + 2]
+    if '--malformed-errno' in args:
+        i = args.index('--malformed-errno')
+        want_bad = args[i + 1]
         del args[i:i + 2]
     if len(args) != 3:
         sys.exit('usage: mgmt-check.py SRC COMPAT INCOMPAT [--errno NAME]')
@@ -133,7 +139,8 @@ def main():
 
     # 4. ill-formed strings are refused, the target unchanged
     p = []
-    bad = [b'', b'\n', b'\n\n', body + b'\n\n', body + b'x',
+    # (a zero-length write never reaches the driver: sysfs returns 0)
+    bad = [b'\n', b'\n\n', body + b'\n\n', body + b'x',
            body[:len(body) // 2], b'a' * 4096, body + b'\x01', b'\x00' + body,
            body.replace(b'-', b' ', 1)]
     for data in bad:
@@ -142,9 +149,13 @@ def main():
         e = write(dev_attr(compat), data)
         if e == 0:
             p.append('%r was accepted by %s' % (data[:64], dev_attr(compat)))
+        elif want_bad and e != getattr(errno, want_bad):
+            p.append('%r written to %s: %s, want %s' %
+                     (data[:64], dev_attr(compat), ename(e), want_bad))
     if read(dev_attr(compat)) != strings.get('compatible target'):
         p.append('the target string changed')
-    result('seed 003: ill-formed migration_version strings are refused', p)
+    result('seed 003: ill-formed migration_version strings are refused%s' %
+           (' with ' + want_bad if want_bad else ''), p)
 
 
 main()
