@@ -11,7 +11,8 @@
 # applied or exported.  When linux/patches/ changed, a tree without work
 # of its own is re-applied; a tree with commits or changes that are not
 # in linux/patches/ is left alone (export them with tooling/linux-export.sh,
-# or pass --reset to throw them away).  Prints the tree's path.
+# or pass --reset to throw them away; --reset always applies the series
+# afresh).  Prints the tree's path.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -44,7 +45,7 @@ tree_clean() {   # HEAD is what was last applied or exported, no changes
 }
 
 if [ -d "$dir/.git" ] && git -C "$dir" rev-parse -q --verify upstream >/dev/null; then
-    if tree_current; then
+    if [ -z "$reset" ] && tree_current; then
         echo "$dir"
         exit 0
     fi
