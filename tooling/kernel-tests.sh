@@ -55,22 +55,21 @@ finish() {
 eval "$("$TOP/tooling/kernel-pkgs.sh" --print-env)" ||
     { emit "FAIL  kernel: pinned kernel packages (tooling/kernel-pkgs.sh)"; finish; }
 
-# The sample module and the series' uAPI header.
-if [ -z "$module" ]; then
-    if [ ! -x "$TOP/tooling/kmod-build.sh" ]; then
-        emit "FAIL  kernel: sample module build (tooling/kmod-build.sh is missing)"
-        finish
-    fi
-    kenv=$("$TOP/tooling/kmod-build.sh" --print-env) ||
-        { emit "FAIL  kernel: sample module builds (tooling/kmod-build.sh)"; finish; }
-    eval "$kenv"
-    module=${KMOD:-}
+# The sample module and the series' uAPI header (also with --module: the
+# hostile test is built against the series' header).
+if [ ! -x "$TOP/tooling/kmod-build.sh" ]; then
+    emit "FAIL  kernel: sample module builds (tooling/kmod-build.sh is missing)"
+    finish
 fi
+kenv=$("$TOP/tooling/kmod-build.sh" --print-env) ||
+    { emit "FAIL  kernel: sample module builds (tooling/kmod-build.sh)"; finish; }
+eval "$kenv"
+[ -n "$module" ] || module=${KMOD:-}
 if [ ! -f "$module" ]; then
     emit "FAIL  kernel: sample module builds (no module at '${module}')"
     finish
 fi
-emit "PASS  kernel: sample module builds ($(basename "$module"))"
+emit "PASS  kernel: sample module builds ($module)"
 
 uapi=${UAPI_VFIO_H:-}
 if [ -z "$uapi" ] || [ ! -f "$uapi" ]; then
@@ -98,6 +97,10 @@ if [ "$client" = auto ]; then
         emit "FAIL  kernel client: $client is not built (run after the QEMU build)"
         client=
     }
+fi
+if [ -n "$client" ] && ! grep -q -a -e '--vfio-sysfsdev' "$client"; then
+    emit "FAIL  kernel client: $client has no VFIO device-fd mode (--vfio-sysfsdev)"
+    client=
 fi
 [ -z "$client" ] || client_args=(--client "$client")
 
