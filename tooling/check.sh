@@ -55,24 +55,49 @@ done
 # again (the stamp is keyed by the git tree hash).
 stamp=$WORK/built-trees
 touch "$stamp"
-for i in "${!commits[@]}"; do
-    c=${commits[$i]}
-    name=$(basename "${files[$i]:-$c}")
-    t=$(git rev-parse "$c^{tree}")
-    if grep -qx "$t" "$stamp"; then
-        result "builds alone: $name (cached)" 0
-        continue
-    fi
-    git checkout -q "$c"
-    if "$TOP/tooling/build.sh" "$SERIES_TREE" > "$WORK/build-$i.log" 2>&1; then
-        echo "$t" >> "$stamp"
-        result "builds alone: $name" 0
-    else
-        grep -E 'error|FAILED' "$WORK/build-$i.log" | head -20
-        result "builds alone: $name (log: .work/build-$i.log)" 1
-    fi
-done
-git checkout -q series
+builds_alone() {  # builds_alone TREE LABEL
+    local tree=$1 label=$2 i c t name
+    local -a cs
+    mapfile -t cs < <(git -C "$tree" rev-list --reverse upstream..series)
+    for i in "${!cs[@]}"; do
+        c=${cs[$i]}
+        name=$(basename "${files[$i]:-$c}")
+        t=$(git -C "$tree" rev-parse "$c^{tree}")
+        if grep -qx "$t" "$stamp"; then
+            result "builds alone$label: $name (cached)" 0
+            continue
+        fi
+        git -C "$tree" checkout -q "$c"
+        if "$TOP/tooling/build.sh" "$tree" > "$WORK/build$label-$i.log" 2>&1; then
+            echo "$t" >> "$stamp"
+            result "builds alone$label: $name" 0
+        else
+            grep -E 'error|FAILED' "$WORK/build$label-$i.log" | head -20
+            result "builds alone$label: $name (log: .work/build$label-$i.log)" 1
+        fi
+    done
+    git -C "$tree" checkout -q series
+}
+builds_alone "$SERIES_TREE" ""
+
+# 3b. The same on upstream master: the series goes to qemu-devel against
+# it.  Its tarball lives in the project's shared/ folder.
+master=1
+if [ ! -f "$MASTER_TARBALL" ]; then
+    echo "no upstream master tarball at $MASTER_TARBALL (set MASTER_TARBALL)"
+    result "upstream master tarball is there" 1
+    master=0
+elif ! echo "$MASTER_SHA256  $MASTER_TARBALL" | sha256sum -c --quiet - >/dev/null 2>&1; then
+    result "upstream master tarball: sha256 $MASTER_SHA256" 1
+    master=0
+elif QEMU_SRC=$MASTER_TARBALL "$TOP/tooling/mktree.sh" "$MASTER_TREE"; then
+    result "series applies with git am onto upstream master" 0
+    builds_alone "$MASTER_TREE" " on master"
+else
+    result "series applies with git am onto upstream master" 1
+    master=0
+fi
+cd "$SERIES_TREE"
 
 # 4. The view.
 "$TOP/tooling/view.sh" check "$SERIES_TREE"
@@ -86,9 +111,19 @@ result "view (hw/ include/ linux-headers/ tests/ docs/) equals what the series c
 if [ "$fail" = 0 ] || "$TOP/tooling/build.sh" "$SERIES_TREE" > "$WORK/build-tip.log" 2>&1; then
     "$TOP/tooling/run-tests.sh" "$SERIES_TREE" > "$WORK/tests.out"
     rc=$?
+    # On master: the device-state suite and the vfio qtests.
+    if [ "$master" = 1 ]; then
+        if "$TOP/tooling/build.sh" "$MASTER_TREE" > "$WORK/build-master-tip.log" 2>&1; then
+            RUN_TESTS_LABEL=" (master)" RUN_TESTS_ONLY_DEVSTATE=1 \
+                "$TOP/tooling/run-tests.sh" "$MASTER_TREE" >> "$WORK/tests.out" || rc=1
+        else
+            echo "FAIL  build of the series tip on upstream master (log: .work/build-master-tip.log)" >> "$WORK/tests.out"
+            rc=1
+        fi
+    fi
     cat "$WORK/tests.out"
-    tp=$(sed -n 's/^tests: \([0-9]*\) passed.*/\1/p' "$WORK/tests.out")
-    tf=$(sed -n 's/^tests: [0-9]* passed, \([0-9]*\) failed.*/\1/p' "$WORK/tests.out")
+    tp=$(grep -c '^PASS  ' "$WORK/tests.out")
+    tf=$(grep -c '^FAIL  ' "$WORK/tests.out")
     pass=$((pass + ${tp:-0}))
     fail=$((fail + ${tf:-0}))
     if [ "$rc" != 0 ] && [ "${tf:-0}" = 0 ]; then

@@ -12,6 +12,12 @@ UPSTREAM_TARBALL=qemu_10.2.2+ds.orig.tar.xz
 UPSTREAM_SHA256=be05230fe47a6937cd29f28f562932c8125f9c93c2a82c625198f7a4aa601dfb
 UPSTREAM_SUITE=unstable
 
+# The second base: upstream master at ece408818d27 (10.2.50), from the
+# tarball in the project's shared/ folder, checked against its SHA256SUMS.
+MASTER_TARBALL=${MASTER_TARBALL:-$TOP/../shared/upstream/qemu-ece408818d27.tar.xz}
+MASTER_SHA256=204a11a3c2d530c17ffbbf48509eaf243641bdc4af3e28fa7ffbb0aa7a529951
+MASTER_TREE=$WORK/series-master # the series on upstream master
+
 SERIES_TREE=$WORK/series        # made from patches/ by make check/demo
 SERIES_BUILD=$SERIES_TREE/build
 DEV_TREE=$WORK/qemu             # the developer's work tree (make tree)

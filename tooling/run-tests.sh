@@ -20,9 +20,18 @@ TESTS=(
     qtest-x86_64/device-introspect-test
     qtest-x86_64/migration-test
 )
+# RUN_TESTS_ONLY_DEVSTATE=1: the device-state tests alone (check.sh runs
+# them so on the second base); RUN_TESTS_LABEL is appended to each name.
+only_devstate=${RUN_TESTS_ONLY_DEVSTATE:-0}
+label=${RUN_TESTS_LABEL:-}
+if [ "$only_devstate" = 1 ]; then
+    TESTS=(qtest-x86_64/vfio-user-devstate-test
+           qtest-x86_64/vfio-devstate-migration-test)
+fi
+results=$WORK/test-results$(tr -c 'a-z0-9\n' '-' <<< "$label").txt
 
 count() {  # count TESTLOG: PASS/FAIL lines for each TAP case
-    python3 - "$1" <<'PY'
+    python3 - "$1" "$label" <<'PY'
 import json, re, sys
 for line in open(sys.argv[1]):
     t = json.loads(line)
@@ -33,7 +42,8 @@ for line in open(sys.argv[1]):
         cases.append(('ok' if res in ('OK', 'SKIP', 'EXPECTEDFAIL')
                       else 'not ok', '(%s)' % res.lower()))
     for s, d in cases:
-        print('%s  %s %s' % ('PASS' if s == 'ok' else 'FAIL', name, d.strip()))
+        print('%s  %s %s%s' % ('PASS' if s == 'ok' else 'FAIL', name, d.strip(),
+                             sys.argv[2]))
 PY
 }
 
@@ -48,7 +58,7 @@ run() {  # run DESCRIPTION MESON-TEST-ARGS...: one meson test run, counted
     if [ -f "$build/meson-logs/testlog.json" ]; then
         count "$build/meson-logs/testlog.json"
     fi
-    [ "$rc" = 0 ] || echo "FAIL  meson test $what (exit status $rc)"
+    [ "$rc" = 0 ] || echo "FAIL  meson test $what (exit status $rc)$label"
 }
 
 have=$(meson test -C "$build" --list 2>/dev/null | sed 's/.* \/ //')
@@ -67,10 +77,10 @@ have=$(meson test -C "$build" --list 2>/dev/null | sed 's/.* \/ //')
     # --- virsh: the live migration and the incompatible case under
     # libvirt, run as a user runs them (tooling/virsh-test.sh; installs
     # libvirt from bookworm-backports, tears down what it starts) ---
-    "$TOP/tooling/virsh-test.sh" "$tree"
+    [ "$only_devstate" = 1 ] || "$TOP/tooling/virsh-test.sh" "$tree"
     # --- end virsh ---
-} | tee "$WORK/test-results.txt"
-pass=$(grep -c '^PASS' "$WORK/test-results.txt")
-fail=$(grep -c '^FAIL' "$WORK/test-results.txt")
+} | tee "$results"
+pass=$(grep -c '^PASS' "$results")
+fail=$(grep -c '^FAIL' "$results")
 echo "tests: $pass passed, $fail failed"
 [ "$fail" = 0 ]
