@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -313,6 +314,72 @@ static void msleep(unsigned int ms)
 	nanosleep(&ts, NULL);
 }
 
+static int set_irq(struct dev *d, unsigned int index, uint32_t action,
+		   int fd, bool none)
+{
+	struct {
+		struct vfio_irq_set set;
+		int32_t fd;
+	} s = {
+		.set = {
+			.argsz = sizeof(s.set) + (none ? 0 : 4),
+			.flags = action | (none ? VFIO_IRQ_SET_DATA_NONE :
+					   VFIO_IRQ_SET_DATA_EVENTFD),
+			.index = index, .count = fd == -2 ? 0 : 1,
+		},
+		.fd = fd,
+	};
+
+	return ioctl(d->fd, VFIO_DEVICE_SET_IRQS, &s) ? errno : 0;
+}
+
+static uint64_t irq_count(int efd)
+{
+	uint64_t n = 0;
+
+	if (read(efd, &n, sizeof(n)) != sizeof(n))
+		return 0;
+	return n;
+}
+
+/* The interrupt at the end of each DMA pass, by INTx (automasked) and MSI */
+static void test_irqs(struct dev *d)
+{
+	int efd = eventfd(0, EFD_NONBLOCK);
+	uint32_t ctrl = 7;
+	uint64_t a, b, c;
+
+	if (efd < 0)
+		die("eventfd: %s", strerror(errno));
+	if (set_irq(d, VFIO_PCI_INTX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_TRIGGER,
+		    efd, false))
+		die("SET_IRQS INTx eventfd: %s", strerror(errno));
+	rw(d, &d->bar0, 4, &ctrl, 4, true);
+	msleep(800);				/* about three passes */
+	a = irq_count(efd);
+	msleep(400);
+	b = irq_count(efd);			/* masked: nothing more */
+	set_irq(d, VFIO_PCI_INTX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_UNMASK, -1,
+		true);
+	msleep(400);
+	c = irq_count(efd);
+	result(a == 1 && b == 0 && c == 1,
+	       "INTx at the end of a DMA pass, automasked until unmasked");
+	set_irq(d, VFIO_PCI_INTX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_TRIGGER, -2,
+		true);
+	if (set_irq(d, VFIO_PCI_MSI_IRQ_INDEX, VFIO_IRQ_SET_ACTION_TRIGGER,
+		    efd, false))
+		die("SET_IRQS MSI eventfd: %s", strerror(errno));
+	msleep(800);
+	a = irq_count(efd);
+	result(a >= 2, "MSI at the end of every DMA pass");
+	set_irq(d, VFIO_PCI_MSI_IRQ_INDEX, VFIO_IRQ_SET_ACTION_TRIGGER, -2,
+		true);
+	ctrl = 3;
+	rw(d, &d->bar0, 4, &ctrl, 4, true);
+	close(efd);
+}
+
 int main(int argc, char **argv)
 {
 	struct dev src = {}, dst = {};
@@ -338,6 +405,7 @@ int main(int argc, char **argv)
 	before = attr_u64(src.uuid, "dma_count=");
 	result(before > 0 && attr_u64(src.uuid, "mutate_count=") > 0,
 	       "the source mutates its memory and writes guest RAM by DMA");
+	test_irqs(&src);
 
 	/* Precopy: the RAM's first pass, then iterations */
 	ctl_set(&src, CTL(device_state), 4, VFIO_DEVICE_DATA_STATE_LOGGING);

@@ -2092,10 +2092,13 @@ static int mdevstate_init_dev(struct vfio_device *vdev)
 	ms->region_size[MDEVSTATE_REGION_VERSION] =
 		VFIO_DEVICE_DATA_VERSION_MAX;
 
+	/* sizes from the parameters: a failure is -ENOMEM, not a warning */
 	ret = -ENOMEM;
-	ms->mem = vzalloc(ms->mem_size);
-	ms->mem_dirty = bitmap_zalloc(ms->nr_pages, GFP_KERNEL);
-	ms->set_pages = vmalloc_array(ms->nr_pages, sizeof(u32));
+	ms->mem = __vmalloc(ms->mem_size, GFP_KERNEL | __GFP_ZERO | __GFP_NOWARN);
+	ms->mem_dirty = kvcalloc(BITS_TO_LONGS(ms->nr_pages), sizeof(long),
+				 GFP_KERNEL | __GFP_NOWARN);
+	ms->set_pages = __vmalloc(ms->nr_pages * sizeof(u32),
+				  GFP_KERNEL | __GFP_NOWARN);
 	ms->dma_page = kzalloc(MDEVSTATE_PAGE_SIZE, GFP_KERNEL);
 	ms->region_buf[MDEVSTATE_REGION_DATA_CONFIG] =
 		vmalloc_user(MDEVSTATE_DATA_CONFIG_SIZE);
@@ -2126,7 +2129,7 @@ err_free:
 	vfree(ms->region_buf[MDEVSTATE_REGION_DATA_CONFIG]);
 	kfree(ms->dma_page);
 	vfree(ms->set_pages);
-	bitmap_free(ms->mem_dirty);
+	kvfree(ms->mem_dirty);
 	vfree(ms->mem);
 err_avail:
 	atomic_inc(&mdevstate_avail);
@@ -2144,7 +2147,7 @@ static void mdevstate_release_dev(struct vfio_device *vdev)
 	vfree(ms->region_buf[MDEVSTATE_REGION_DATA_CONFIG]);
 	kfree(ms->dma_page);
 	vfree(ms->set_pages);
-	bitmap_free(ms->mem_dirty);
+	kvfree(ms->mem_dirty);
 	vfree(ms->mem);
 	atomic_inc(&mdevstate_avail);
 }
