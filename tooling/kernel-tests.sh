@@ -3,7 +3,7 @@
 # kernel-tests.sh: the kernel tests of make check, in one boot of L2.
 #
 #   tooling/kernel-tests.sh [--module FILE.ko] [--params 'P=V ...']
-#                           [--client BIN | --no-client]
+#                           [--client BIN | --no-client] [--qemu BIN | --no-qemu]
 #
 # Builds the sample mdev driver (tooling/kmod-build.sh) and a hostile
 # VFIO-uAPI test program against the Linux series' vfio.h, boots L2
@@ -11,7 +11,11 @@
 # runs there (tooling/kernel-tests/in-l2.sh): the seed-003 management
 # check through sysfs, the hostile-userspace checks, the reference
 # device's protocol client through a VFIO device fd (the QEMU build's
-# devstate-client-test) and, after all of them, the L2 kernel-log check.
+# devstate-client-test), the project's QEMU with -device
+# vfio-pci,sysfsdev= on the sample (realize, save to a file, load into a
+# second instance, digests equal; tooling/kernel-tests/qemu-migrate.py) and,
+# after all of them, the L2 kernel-log check.  The client and QEMU default
+# to the series build (.work/series/build).
 # --module/--params replace the built module or add module parameters
 # (e.g. for a deliberate breakage).  Prints "PASS  name" / "FAIL  name"
 # lines and ends with "kernel tests: N passed, N failed".
@@ -25,13 +29,15 @@ INCOMPAT_TYPE=${KTEST_INCOMPAT_TYPE:-mdevstate-2}
 REFUSE_ERRNO=${KTEST_REFUSE_ERRNO:-EPROTO}
 MALFORMED_ERRNO=${KTEST_MALFORMED_ERRNO:-EINVAL}
 
-module= params= client=auto
+module= params= client=auto qemu=auto
 while [ $# -gt 0 ]; do
     case $1 in
         --module) module=$2; shift 2 ;;
         --params) params=$2; shift 2 ;;
         --client) client=$2; shift 2 ;;
         --no-client) client=; shift ;;
+        --qemu) qemu=$2; shift 2 ;;
+        --no-qemu) qemu=; shift ;;
         *) die "kernel-tests.sh: unknown option '$1'" ;;
     esac
 done
@@ -103,10 +109,18 @@ if [ -n "$client" ] && ! grep -q -a -e '--vfio-sysfsdev' "$client"; then
     client=
 fi
 [ -z "$client" ] || client_args=(--client "$client")
+if [ "$qemu" = auto ]; then
+    qemu=$SERIES_BUILD/qemu-system-x86_64
+    [ -x "$qemu" ] || {
+        emit "FAIL  kernel qemu: $qemu is not built (run after the QEMU build)"
+        qemu=
+    }
+fi
+[ -z "$qemu" ] || client_args+=(--qemu "$qemu")
 
 say "booting L2 for the kernel tests"
 "$TOP/tooling/l2-run.sh" --name kernel-tests --results "$out/l2" --timeout 1500 \
-    --module "$module $params" --mdev "$TYPE:3" --mdev "$INCOMPAT_TYPE:1" \
+    --module "$module $params" --mdev "$TYPE:5" --mdev "$INCOMPAT_TYPE:1" \
     --check-name "kernel: L2 kernel log has no warning, BUG, oops or taint" \
     -- "$TOP/tooling/kernel-tests/in-l2.sh" --type "$TYPE" \
     --incompat-type "$INCOMPAT_TYPE" --hostile "$hostile" \

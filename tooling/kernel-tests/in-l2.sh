@@ -5,21 +5,24 @@
 # loaded and its instances created).
 #
 #   in-l2.sh --type TYPE --incompat-type TYPE --hostile BIN [--client BIN]
+#            [--qemu BIN]
 #            [--refuse-errno NAME] [--malformed-errno NAME]
 #
-# Instances ($L2_MDEV_LIST): the first three of TYPE are the source, the
-# compatible target and the instance the hostile checks use; the first of
-# the incompatible type is the incompatible target.  Prints "PASS  name" /
+# Instances ($L2_MDEV_LIST): the first five of TYPE are the source and
+# the compatible target (management check, then the protocol client), the
+# instance of the hostile checks, and the two of the QEMU migration; the
+# first of the incompatible type is the incompatible target.  Prints "PASS  name" /
 # "FAIL  name" lines; exits 1 when any failed.
 set -uo pipefail
 
-type= incompat_type= hostile= client= refuse=EINVAL malformed=EINVAL
+type= incompat_type= hostile= client= qemu= refuse=EINVAL malformed=EINVAL
 while [ $# -gt 0 ]; do
     case $1 in
         --type) type=$2; shift 2 ;;
         --incompat-type) incompat_type=$2; shift 2 ;;
         --hostile) hostile=$2; shift 2 ;;
         --client) client=$2; shift 2 ;;
+        --qemu) qemu=$2; shift 2 ;;
         --refuse-errno) refuse=$2; shift 2 ;;
         --malformed-errno) malformed=$2; shift 2 ;;
         *) echo "in-l2.sh: unknown option '$1'" >&2; exit 2 ;;
@@ -32,15 +35,15 @@ case_timeout=${KTEST_CASE_TIMEOUT:-180}
 fail=0
 mapfile -t mine < <(awk -v t="$type" '$1 == t { print $2 }' "$L2_MDEV_LIST")
 mapfile -t other < <(awk -v t="$incompat_type" '$1 == t { print $2 }' "$L2_MDEV_LIST")
-if [ ${#mine[@]} -lt 3 ] || [ ${#other[@]} -lt 1 ]; then
-    echo "FAIL  kernel: instances (want 3 of $type and 1 of $incompat_type; have: $(tr '\n' ' ' < "$L2_MDEV_LIST"))"
+if [ ${#mine[@]} -lt 5 ] || [ ${#other[@]} -lt 1 ]; then
+    echo "FAIL  kernel: instances (want 5 of $type and 1 of $incompat_type; have: $(tr '\n' ' ' < "$L2_MDEV_LIST"))"
     exit 1
 fi
-src=${mine[0]} dst=${mine[1]} hos=${mine[2]} inc=${other[0]}
+src=${mine[0]} dst=${mine[1]} hos=${mine[2]} qsrc=${mine[3]} qdst=${mine[4]} inc=${other[0]}
 
 # The sample is there and its instances are bound to it.
 probs=
-for u in "$src" "$dst" "$hos" "$inc"; do
+for u in "$src" "$dst" "$hos" "$qsrc" "$qdst" "$inc"; do
     [ -e "/sys/bus/mdev/devices/$u/iommu_group" ] || probs="$probs $u has no iommu_group;"
     [ -e "/sys/bus/mdev/devices/$u/driver" ] || probs="$probs $u is bound to no driver;"
 done
@@ -98,5 +101,10 @@ if [ -n "$client" ]; then
             fail=1
         fi
     done
+fi
+if [ -n "$qemu" ]; then
+    # The project's QEMU: realize on the sample, save, load elsewhere.
+    # Fresh instances: the client cases above leave theirs as they end.
+    python3 "$here/qemu-migrate.py" "$qemu" "$qsrc" "$qdst" /tmp/qemu-migrate || fail=1
 fi
 exit $fail
