@@ -79,6 +79,17 @@ have=$(meson test -C "$build" --list 2>/dev/null | sed 's/.* \/ //')
     # libvirt from bookworm-backports, tears down what it starts) ---
     [ "$only_devstate" = 1 ] || "$TOP/tooling/virsh-test.sh" "$tree"
     # --- end virsh ---
+
+    # --- kernel: the Linux series' sample mdev driver in a nested L2 guest
+    # (TCG), in one boot: seed-003 management check, hostile VFIO uAPI
+    # checks, the protocol client through a VFIO device fd, this tree's
+    # QEMU with vfio-pci,sysfsdev=, the L2 kernel log
+    # (tooling/kernel-tests.sh; fetches the pinned Debian kernel) ---
+    [ "$only_devstate" = 1 ] ||
+        "$TOP/tooling/kernel-tests.sh" \
+            --client "$build/tests/vfio-user-devstate/devstate-client-test" \
+            --qemu "$build/qemu-system-x86_64" | grep -v '^kernel tests: '
+    # --- end kernel ---
 } | tee "$results"
 pass=$(grep -c '^PASS' "$results")
 fail=$(grep -c '^FAIL' "$results")

@@ -2,7 +2,9 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """The project's QEMU on the kernel sample, run inside L2 by in-l2.sh.
 
-    qemu-migrate.py QEMU SRC-UUID DST-UUID WORKDIR
+    qemu-migrate.py QEMU SRC-UUID DST-UUID LOGDIR
+
+(QEMU's logs and QMP sockets go to LOGDIR, the stream to /tmp.)
 
 Starts QEMU (-accel qtest) with -device vfio-pci,sysfsdev=<SRC>, checks
 that the device-state backend probed the device, migrates the VM to a
@@ -40,7 +42,7 @@ def result(name, problems, info=None):
 class VM:
     def __init__(self, qemu, work, name, uuid, *extra):
         self.name = name
-        self.sock = os.path.join(work, name + '.qmp')
+        self.sock = os.path.join('/tmp', 'qemu-migrate-%s.qmp' % name)
         self.logname = os.path.join(work, name + '.log')
         if os.path.exists(self.sock):
             os.unlink(self.sock)
@@ -153,10 +155,10 @@ def digest(uuid):
 
 def main():
     if len(sys.argv) != 5:
-        sys.exit('usage: qemu-migrate.py QEMU SRC-UUID DST-UUID WORKDIR')
+        sys.exit('usage: qemu-migrate.py QEMU SRC-UUID DST-UUID LOGDIR')
     qemu, src, dst, work = sys.argv[1:]
     os.makedirs(work, exist_ok=True)
-    stream = os.path.join(work, 'migration.bin')
+    stream = '/tmp/qemu-migrate.bin'
     vms = []
     try:
         a = VM(qemu, work, 'source', src)
