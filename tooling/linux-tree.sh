@@ -72,7 +72,9 @@ else
     git config user.email "$(git -C "$TOP" config user.email)"
     # Debian's tarball has a .gitignore that ignores its whole top level.
     nice -n 10 git add -f -A
-    git commit -q -m "linux-source-6.12 ${KSRC_TARBALL##*/} of the pinned Debian package"
+    lver=$(awk '$1 == "VERSION" { v = $3 } $1 == "PATCHLEVEL" { p = $3 }
+                $1 == "SUBLEVEL" { s = $3 } END { print v "." p "." s }' Makefile)
+    git commit -q -m "Linux $lver: Debian's linux-source-6.12 $(sed -n 's/^KPKGVER=//p' "$TOP/tooling/kernel-pkgs.sh")"
     git tag upstream
     say "Linux tree unpacked in $(since "$t0")s"
 fi
