@@ -29,7 +29,9 @@ INCOMPAT_TYPE=${KTEST_INCOMPAT_TYPE:-mdevstate-2}
 REFUSE_ERRNO=${KTEST_REFUSE_ERRNO:-EPROTO}
 MALFORMED_ERRNO=${KTEST_MALFORMED_ERRNO:-EINVAL}
 
-module= params= client=auto qemu=auto
+# KTEST_MODULE / KTEST_PARAMS: the same as --module / --params, for a
+# deliberate breakage through make check (KTEST_PARAMS=fail=arc:EIO).
+module=${KTEST_MODULE:-} params=${KTEST_PARAMS:-} client=auto qemu=auto
 while [ $# -gt 0 ]; do
     case $1 in
         --module) module=$2; shift 2 ;;
@@ -45,6 +47,11 @@ done
 t0=$(date +%s)
 out=$WORK/kernel-tests
 mkdir -p "$out"
+# One run at a time in this work tree (the results and L2 directories are
+# shared); a second run waits.
+exec 7> "$out/.lock"
+flock -n 7 || { say "waiting for another kernel-tests.sh run to end"; flock -w 3600 7; } ||
+    die "kernel-tests.sh: another run holds $out/.lock"
 results=$out/results.txt
 : > "$results"
 emit() { echo "$*" | tee -a "$results"; }

@@ -89,6 +89,11 @@ fi
 eval "$("$TOP/tooling/kernel-pkgs.sh" --print-env)"
 
 dir=$WORK/l2/$name
+mkdir -p "$dir"
+# One L2 per work directory at a time; a second run of NAME waits.
+exec 7> "$dir/.lock"
+flock -n 7 || { say "waiting for another L2 run of '$name' to end"; flock -w 3600 7; } ||
+    die "l2-run.sh: another run holds $dir/.lock"
 if [ -z "$results" ]; then
     results=$dir/results
     rm -rf "$results"
@@ -193,9 +198,9 @@ while read -r m params; do
     # shellcheck disable=SC2086
     insmod "/lib/modules/$m.ko" $params || fail_setup "insmod $m $params"
 done < /modules.list
-mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=524288,cache=loose hostroot /host ||
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose hostroot /host ||
     fail_setup "cannot mount the host root (9p tag hostroot)"
-mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288 results "/host$RESULTS" ||
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 results "/host$RESULTS" ||
     fail_setup "cannot mount the results directory (9p tag results) at $RESULTS"
 log "modules loaded, host root mounted"
 H=/host

@@ -105,7 +105,7 @@ fi
 if [ -n "$qemu" ]; then
     # The project's QEMU: realize on the sample, save, load elsewhere.
     # Fresh instances: the client cases above leave theirs as they end.
-    python3 "$here/qemu-migrate.py" "$qemu" "$qsrc" "$qdst" \
+    python3 "$here/qemu-migrate.py" "$qemu" "$qsrc" "$qdst" "$inc" \
         "$L2_RESULTS/qemu-migrate" || fail=1
 fi
 exit $fail

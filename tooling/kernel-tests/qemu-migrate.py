@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """The project's QEMU on the kernel sample, run inside L2 by in-l2.sh.
 
-    qemu-migrate.py QEMU SRC-UUID DST-UUID LOGDIR
+    qemu-migrate.py QEMU SRC-UUID DST-UUID INCOMPAT-UUID LOGDIR
 
 (QEMU's logs and QMP sockets go to LOGDIR, the stream to /tmp.)
 
@@ -12,7 +12,9 @@ file, loads it into a second QEMU with the DST instance (-incoming, -S),
 and checks: both migrations completed, the instances' digests (device
 memory and config state, from sysfs) are equal, and every device_state
 arc QEMU took is an arc between two valid states, in the order of the
-spec (section 3).  Prints "PASS  name" / "FAIL  name"; exits 1 on failure.
+spec (section 3).  Then the same stream into an instance of the
+incompatible type: the load must fail on migration_version before any
+device data, with an error naming both strings.  Prints "PASS  name" / "FAIL  name"; exits 1 on failure.
 """
 import json
 import os
@@ -52,7 +54,8 @@ class VM:
              '-display', 'none', '-no-user-config', '-L', '/usr/share/seabios',
              '-qmp', 'unix:%s,server=on,wait=off' % self.sock,
              '-trace', 'vfio_ds_probe', '-trace', 'vfio_ds_set_state',
-             '-trace', 'vfio_ds_version_check',
+             '-trace', 'vfio_ds_version_check', '-trace', 'vfio_ds_load_set',
+             '-trace', 'vfio_ds_load_config',
              '-device', 'vfio-pci,sysfsdev=/sys/bus/mdev/devices/%s,id=dev0'
              % uuid] + list(extra),
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -79,6 +82,14 @@ class VM:
                           if 'kvmvapic' not in l)[-600:]
 
     def cmd(self, c, **a):
+        try:
+            return self._cmd(c, **a)
+        except OSError as e:
+            time.sleep(0.5)
+            raise RuntimeError('%s QEMU: %s: %s; its log: %s' %
+                               (self.name, c, e, self.tail()))
+
+    def _cmd(self, c, **a):
         self.f.write(json.dumps({'execute': c, 'arguments': a}) + '\n')
         self.f.flush()
         while True:
@@ -122,6 +133,11 @@ class VM:
         return [l.split(event, 1)[1] for l in open(self.logname) if event in l]
 
 
+REALIZE = 'vfio-pci,sysfsdev=<sample> realizes with the device-state backend'
+MIGRATE = ('migrate to a file and load into a second instance: digests equal, '
+           'valid arcs')
+INCOMPAT = ('the stream into an instance of the incompatible type is '
+            'refused on migration_version')
 VALID = {'RUNNING', 'RUNNING|LOGGING', 'STOP', 'STOP|LOGGING', 'P2P',
          'P2P|LOGGING'}
 
@@ -154,12 +170,13 @@ def digest(uuid):
 
 
 def main():
-    if len(sys.argv) != 5:
-        sys.exit('usage: qemu-migrate.py QEMU SRC-UUID DST-UUID LOGDIR')
-    qemu, src, dst, work = sys.argv[1:]
+    if len(sys.argv) != 6:
+        sys.exit('usage: qemu-migrate.py QEMU SRC-UUID DST-UUID INCOMPAT-UUID LOGDIR')
+    qemu, src, dst, inc, work = sys.argv[1:]
     os.makedirs(work, exist_ok=True)
     stream = '/tmp/qemu-migrate.bin'
     vms = []
+    step = REALIZE
     try:
         a = VM(qemu, work, 'source', src)
         vms.append(a)
@@ -172,10 +189,10 @@ def main():
                 if d.get('qdev_id') == 'dev0']
         if not devs:
             p.append('query-pci does not show dev0')
-        result('vfio-pci,sysfsdev=<sample> realizes with the device-state '
-               'backend', p, probe[0].strip() if probe else None)
+        result(REALIZE, p, probe[0].strip() if probe else None)
         if p:
             return
+        step = MIGRATE
 
         p = []
         a.cmd('migrate', uri='file:' + stream)
@@ -205,11 +222,39 @@ def main():
                 p.append('the destination checked no migration_version')
             p += check_arcs(b, [('RUNNING', 'STOP')])
             b.quit()
-        result('migrate to a file and load into a second instance: digests '
-               'equal, valid arcs', p, 'stream %d bytes, save %.1fs, load %.1fs'
+        result(MIGRATE, p, 'stream %d bytes, save %.1fs, load %.1fs'
                % (size, t_save, t_load))
+        if p:
+            return
+
+        step = INCOMPAT
+        p = []
+        c = VM(qemu, work, 'incompatible', inc, '-S', '-incoming', 'defer')
+        vms.append(c)
+        src_ver = probe[0].split("version '", 1)[1].rstrip("' \n")
+        try:
+            c.cmd('migrate-incoming', uri='file:' + stream)
+            r, _ = c.wait_migration(120)
+            status = r.get('status')
+        except RuntimeError:
+            status = 'QEMU exited'
+        try:
+            c.p.wait(60)
+        except subprocess.TimeoutExpired:
+            pass
+        log = open(c.logname).read()
+        if status == 'completed':
+            p.append('the incompatible instance loaded the stream')
+        if src_ver not in log or 'Protocol error' not in log:
+            p.append("no error naming the source's migration_version '%s' and "
+                     "EPROTO in %s: %s" % (src_ver, c.logname, c.tail()))
+        if c.trace('vfio_ds_load_set') or c.trace('vfio_ds_load_config'):
+            p.append('device data was loaded before the refusal')
+        err = [l.strip() for l in log.splitlines() if 'migration_version' in l
+               and 'vfio_ds_' not in l]
+        result(INCOMPAT, p, err[0] if err else None)
     except (RuntimeError, OSError, ValueError) as e:
-        result('QEMU with the sample', [str(e)])
+        result(step, [str(e)])
     finally:
         for vm in vms:
             vm.kill()
