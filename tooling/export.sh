@@ -6,7 +6,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-tree=${1:-$DEV_TREE}
+tree=$(cd "${1:-$DEV_TREE}" 2>/dev/null && pwd) || die "no work tree at ${1:-$DEV_TREE}: run 'make tree' first"
 [ -d "$tree/.git" ] || die "no work tree at $tree: run 'make tree' first"
 cd "$tree"
 git diff --quiet HEAD -- || die "$tree has uncommitted changes; commit them into a patch first"

@@ -36,10 +36,11 @@
 QEMU_BUILD_BUG_ON(sizeof(struct vfio_device_state_ctl) != 88);
 QEMU_BUILD_BUG_ON(offsetof(struct vfio_device_state_ctl, device_config) != 16);
 QEMU_BUILD_BUG_ON(offsetof(struct vfio_device_state_ctl, device_memory) != 32);
-QEMU_BUILD_BUG_ON(offsetof(struct vfio_device_state_ctl, system_memory) != 56);
 QEMU_BUILD_BUG_ON(offsetof(struct vfio_device_state_ctl,
-                           system_memory.action) != 72);
-QEMU_BUILD_BUG_ON(offsetof(struct vfio_device_state_ctl, reserved2) != 80);
+                           device_memory.pending) != 56);
+QEMU_BUILD_BUG_ON(offsetof(struct vfio_device_state_ctl, system_memory) != 64);
+QEMU_BUILD_BUG_ON(offsetof(struct vfio_device_state_ctl,
+                           system_memory.page_shift) != 84);
 
 /* Control-region accesses by field name, e.g. CTL_READ32(ds, caps, &v, errp) */
 #define CTL_OFF(field) offsetof(struct vfio_device_state_ctl, field)
@@ -55,12 +56,15 @@ QEMU_BUILD_BUG_ON(offsetof(struct vfio_device_state_ctl, reserved2) != 80);
 #define DS_STATE_RUNNING_LOGGING VFIO_DEVICE_DATA_STATE_LOGGING
 #define DS_STATE_STOP_LOGGING    (VFIO_DEVICE_DATA_STATE_STOP | \
                                   VFIO_DEVICE_DATA_STATE_LOGGING)
+#define DS_STATE_P2P_LOGGING     (VFIO_DEVICE_DATA_STATE_P2P | \
+                                  VFIO_DEVICE_DATA_STATE_LOGGING)
+#define DS_CAPS_KNOWN            (VFIO_DEVICE_DATA_CAP_DEVICE_MEMORY | \
+                                  VFIO_DEVICE_DATA_CAP_SYSTEM_MEMORY | \
+                                  VFIO_DEVICE_DATA_CAP_P2P)
 
 /* Bounds of one precopy iteration (review R50). */
 #define VFIO_DS_ITER_MAX_BYTES   (256 * MiB)
 #define VFIO_DS_ITER_MAX_NS      (100 * SCALE_MS)
-/* Data sets a stopped device may still produce before we call it broken. */
-#define VFIO_DS_STOP_MAX_SETS    4
 
 typedef struct VFIODevstateRegion {
     const char *name;
@@ -71,11 +75,12 @@ typedef struct VFIODevstateRegion {
 
 struct VFIODevstate {
     VFIODevice *vbasedev;
+    char *name;                 /* for messages: qdev id and PCI address */
     uint32_t caps;
     uint32_t state;
     uint32_t page_shift;
     VFIODevstateRegion ctl, config, memory, bitmap, version;
-    char version_str[VFIO_DEVICE_STATE_VERSION_MAX];
+    char version_str[VFIO_DEVICE_DATA_VERSION_MAX];
     uint8_t *bounce;            /* for data regions that are not mmapped */
     size_t bounce_size;
 
@@ -85,10 +90,17 @@ struct VFIODevstate {
     uint64_t set_size;
     uint64_t set_pos;
     uint64_t last_set_size;
+    bool first_set_read;        /* the session's first set was opened */
+    uint64_t first_set_size;    /* of this logging session: the bound */
+    uint64_t dev_pending;       /* device_memory.pending, last read */
+    uint32_t sets_sent;
     Error *save_err;
 
     /* Load side. */
+    bool incoming;              /* loading, until the VM starts */
+    bool load_failed;           /* the last incoming load was incomplete */
     bool header_loaded;
+    uint32_t load_sets;         /* data sets received */
     bool load_config_done;      /* the device accepted a DEV_CONFIG */
     bool load_done;
     uint64_t src_memory_region_size;
@@ -109,9 +121,26 @@ static const char *ds_state_str(uint32_t state)
         return "RUNNING|LOGGING";
     case DS_STATE_STOP_LOGGING:
         return "STOP|LOGGING";
+    case VFIO_DEVICE_DATA_STATE_P2P:
+        return "P2P";
+    case DS_STATE_P2P_LOGGING:
+        return "P2P|LOGGING";
     default:
         return "INVALID";
     }
+}
+
+/* The six states of the interface (section 3); P2P only with CAP_P2P. */
+static bool ds_state_valid(VFIODevstate *ds, uint32_t state)
+{
+    if (state & ~VFIO_DEVICE_DATA_STATE_MASK) {
+        return false;
+    }
+    if (state & VFIO_DEVICE_DATA_STATE_P2P) {
+        return (ds->caps & VFIO_DEVICE_DATA_CAP_P2P) &&
+               !(state & VFIO_DEVICE_DATA_STATE_STOP);
+    }
+    return true;
 }
 
 static VFIODevstate *ds_of(VFIODevice *vbasedev)
@@ -136,7 +165,7 @@ static int ds_ctl_read(VFIODevstate *ds, off_t off, const char *field,
     ret = vbasedev->io_ops->region_read(vbasedev, ds->ctl.nr, off, size, val);
     if (ret != size) {
         error_setg_errno(errp, ret < 0 ? -ret : EIO,
-                         "%s: failed to read device-state %s", vbasedev->name,
+                         "%s: failed to read device-state %s", ds->name,
                          field);
         return ret < 0 ? ret : -EIO;
     }
@@ -150,7 +179,7 @@ static int ds_ctl_read32(VFIODevstate *ds, off_t off, const char *field,
     int ret = ds_ctl_read(ds, off, field, &le, sizeof(le), errp);
 
     *val = le32_to_cpu(le);
-    trace_vfio_ds_ctl_read(ds->vbasedev->name, field, ret ? -1 : *val);
+    trace_vfio_ds_ctl_read(ds->name, field, ret ? -1 : *val);
     return ret;
 }
 
@@ -161,7 +190,7 @@ static int ds_ctl_read64(VFIODevstate *ds, off_t off, const char *field,
     int ret = ds_ctl_read(ds, off, field, &le, sizeof(le), errp);
 
     *val = le64_to_cpu(le);
-    trace_vfio_ds_ctl_read(ds->vbasedev->name, field, ret ? -1 : *val);
+    trace_vfio_ds_ctl_read(ds->name, field, ret ? -1 : *val);
     return ret;
 }
 
@@ -173,14 +202,14 @@ static int ds_ctl_write(VFIODevstate *ds, off_t off, const char *field,
     uint32_t le32 = cpu_to_le32(val);
     int ret;
 
-    trace_vfio_ds_ctl_write(vbasedev->name, field, val);
+    trace_vfio_ds_ctl_write(ds->name, field, val);
     ret = vbasedev->io_ops->region_write(vbasedev, ds->ctl.nr, off, size,
                                          size == 8 ? (void *)&le64 : &le32,
                                          false);
     if (ret != size) {
         error_setg_errno(errp, ret < 0 ? -ret : EIO,
                          "%s: device refused write of 0x%" PRIx64
-                         " to device-state %s", vbasedev->name, val, field);
+                         " to device-state %s", ds->name, val, field);
         return ret < 0 ? ret : -EIO;
     }
     return 0;
@@ -215,7 +244,8 @@ static int ds_region_rw(VFIODevstate *ds, VFIODevstateRegion *r, uint64_t off,
         return 0;
     }
     while (done < len) {
-        uint32_t n = MIN(len - done, VFIO_DS_MAX_XFER);
+        uint64_t max = vbasedev->region_max_xfer ?: len;
+        uint32_t n = MIN(MIN(len - done, max), UINT32_MAX & ~0xfffULL);
         int ret;
 
         if (write) {
@@ -229,7 +259,7 @@ static int ds_region_rw(VFIODevstate *ds, VFIODevstateRegion *r, uint64_t off,
         if (ret <= 0) {
             error_setg_errno(errp, ret < 0 ? -ret : EIO,
                              "%s: failed to %s %u bytes at 0x%" PRIx64
-                             " of the device-state %s region", vbasedev->name,
+                             " of the device-state %s region", ds->name,
                              write ? "write" : "read", n, off + done, r->name);
             return ret < 0 ? ret : -EIO;
         }
@@ -241,27 +271,49 @@ static int ds_region_rw(VFIODevstate *ds, VFIODevstateRegion *r, uint64_t off,
 /* ---------------------------------------------------------------------- */
 /* Device state */
 
+/*
+ * Mirror the device's state in VFIOMigration::device_state, in the terms
+ * of the v2 FSM, so that the rest of VFIO (and the VFIO_MIGRATION QMP
+ * events of x-migration-events) sees it as it sees a v2 device's.
+ */
+static void ds_state_changed(VFIODevstate *ds, uint32_t state)
+{
+    static const enum vfio_device_mig_state v2[] = {
+        [VFIO_DEVICE_DATA_STATE_RUNNING] = VFIO_DEVICE_STATE_RUNNING,
+        [DS_STATE_RUNNING_LOGGING] = VFIO_DEVICE_STATE_PRE_COPY,
+        [VFIO_DEVICE_DATA_STATE_P2P] = VFIO_DEVICE_STATE_RUNNING_P2P,
+        [DS_STATE_P2P_LOGGING] = VFIO_DEVICE_STATE_PRE_COPY_P2P,
+        [VFIO_DEVICE_DATA_STATE_STOP] = VFIO_DEVICE_STATE_STOP,
+        [DS_STATE_STOP_LOGGING] = VFIO_DEVICE_STATE_STOP_COPY,
+    };
+
+    assert(state < ARRAY_SIZE(v2));
+    ds->state = state;
+    if (ds->vbasedev->migration && ds->vbasedev->migration->devstate) {
+        vfio_migration_set_device_state(ds->vbasedev, v2[state]);
+    }
+}
+
 static int ds_set_state(VFIODevstate *ds, uint32_t new, Error **errp)
 {
-    VFIODevice *vbasedev = ds->vbasedev;
     uint32_t old = ds->state, real;
     int ret;
 
     if (new == old) {
         return 0;
     }
-    trace_vfio_ds_set_state(vbasedev->name, ds_state_str(old),
+    trace_vfio_ds_set_state(ds->name, ds_state_str(old),
                             ds_state_str(new));
     ret = CTL_WRITE32(ds, device_state, new, errp);
     if (!ret) {
-        ds->state = new;
+        ds_state_changed(ds, new);
         return 0;
     }
     error_prepend(errp, "%s -> %s: ", ds_state_str(old), ds_state_str(new));
     /* The device reports the state it is really in (or nothing at all). */
     if (!CTL_READ32(ds, device_state, &real, NULL) &&
-        !(real & ~VFIO_DEVICE_DATA_STATE_MASK)) {
-        ds->state = real;
+        ds_state_valid(ds, real)) {
+        ds_state_changed(ds, real);
     }
     return ret;
 }
@@ -286,26 +338,14 @@ static int ds_set_logging(VFIODevstate *ds, bool on, Error **errp)
     return ds_set_state(ds, new, errp);
 }
 
-bool vfio_devstate_is_running(VFIODevice *vbasedev)
+static void ds_vmstate_set(VFIODevice *vbasedev, uint32_t new, bool running,
+                           RunState state)
 {
-    return !(ds_of(vbasedev)->state & VFIO_DEVICE_DATA_STATE_STOP);
-}
-
-bool vfio_devstate_is_logging(VFIODevice *vbasedev)
-{
-    return ds_of(vbasedev)->state & VFIO_DEVICE_DATA_STATE_LOGGING;
-}
-
-void vfio_devstate_vmstate_change(void *opaque, bool running, RunState state)
-{
-    VFIODevice *vbasedev = opaque;
     VFIODevstate *ds = ds_of(vbasedev);
     Error *local_err = NULL;
-    uint32_t new = (ds->state & VFIO_DEVICE_DATA_STATE_LOGGING) |
-                   (running ? 0 : VFIO_DEVICE_DATA_STATE_STOP);
     int ret;
 
-    trace_vfio_ds_vmstate_change(vbasedev->name, running, RunState_str(state),
+    trace_vfio_ds_vmstate_change(ds->name, running, RunState_str(state),
                                  ds_state_str(new));
     ret = ds_set_state(ds, new, &local_err);
     if (ret && state == RUN_STATE_FINISH_MIGRATE) {
@@ -316,6 +356,62 @@ void vfio_devstate_vmstate_change(void *opaque, bool running, RunState state)
         /* Not in a migration (at shutdown, the migration object is gone) */
         error_report_err(local_err);
     }
+}
+
+/*
+ * A VM whose incoming stream lacked part of this device's state (a
+ * section of it cut out, the end never reached) must not run: the core
+ * cannot tell, since it does not know which sections to expect.
+ */
+static bool ds_refuse_start(VFIODevstate *ds, bool running)
+{
+    if (!running || !(ds->load_failed || (ds->incoming && !ds->load_done))) {
+        return false;
+    }
+    error_report("%s: the incoming migration did not carry all of the "
+                 "device's state; the VM is stopped", ds->name);
+    qemu_system_vmstop_request_prepare();
+    qemu_system_vmstop_request(RUN_STATE_INTERNAL_ERROR);
+    return true;
+}
+
+/*
+ * With CAP_P2P every device of the VM goes through P2P first (this runs
+ * for all of them before vfio_devstate_vmstate_change runs for any), so
+ * that no device is stopped while a peer may still write to it.
+ */
+void vfio_devstate_vmstate_prepare(void *opaque, bool running, RunState state)
+{
+    VFIODevice *vbasedev = opaque;
+    VFIODevstate *ds = ds_of(vbasedev);
+
+    if (ds_refuse_start(ds, running)) {
+        return;
+    }
+    /* Only between stopped and running: not at the first start, say. */
+    if (running != !!(ds->state & VFIO_DEVICE_DATA_STATE_STOP)) {
+        return;
+    }
+    ds_vmstate_set(vbasedev, (ds->state & VFIO_DEVICE_DATA_STATE_LOGGING) |
+                   VFIO_DEVICE_DATA_STATE_P2P, running, state);
+}
+
+void vfio_devstate_vmstate_change(void *opaque, bool running, RunState state)
+{
+    VFIODevice *vbasedev = opaque;
+    VFIODevstate *ds = ds_of(vbasedev);
+
+    if (ds_refuse_start(ds, running)) {
+        return;
+    }
+    ds_vmstate_set(vbasedev, (ds->state & VFIO_DEVICE_DATA_STATE_LOGGING) |
+                   (running ? 0 : VFIO_DEVICE_DATA_STATE_STOP), running,
+                   state);
+}
+
+bool vfio_devstate_has_p2p(VFIODevstate *ds)
+{
+    return ds->caps & VFIO_DEVICE_DATA_CAP_P2P;
 }
 
 void vfio_devstate_migration_failed(VFIODevice *vbasedev)
@@ -343,15 +439,16 @@ void vfio_devstate_reset(VFIODevice *vbasedev)
         error_report_err(err);
         return;
     }
-    trace_vfio_ds_reset(vbasedev->name, ds_state_str(ds->state),
+    trace_vfio_ds_reset(ds->name, ds_state_str(ds->state),
                         ds_state_str(real));
     if ((ds->state & VFIO_DEVICE_DATA_STATE_LOGGING) &&
         !(real & VFIO_DEVICE_DATA_STATE_LOGGING)) {
         error_setg(&err, "%s: device was reset during migration; its "
-                   "dirty tracking is lost", vbasedev->name);
+                   "dirty tracking is lost", ds->name);
         migration_file_set_error(-EIO, err);
     }
-    ds->state = real & VFIO_DEVICE_DATA_STATE_MASK;
+    ds_state_changed(ds, ds_state_valid(ds, real) ? real :
+                                              VFIO_DEVICE_DATA_STATE_RUNNING);
     ds->set_open = false;
 }
 
@@ -393,7 +490,7 @@ int vfio_devstate_query_dirty_bitmap(VFIODevice *vbasedev, hwaddr iova,
         uint64_t nr = MIN(pages - done, capacity);
         uint64_t nwords = DIV_ROUND_UP(nr, 64), i;
 
-        trace_vfio_ds_bitmap_query(vbasedev->name, first + done, nr);
+        trace_vfio_ds_bitmap_query(ds->name, first + done, nr);
         ret = CTL_WRITE64(ds, system_memory.start_pfn, first + done, errp);
         ret = ret ?: CTL_WRITE64(ds, system_memory.page_nr, nr, errp);
         ret = ret ?: CTL_WRITE32(ds, system_memory.action,
@@ -405,27 +502,23 @@ int vfio_devstate_query_dirty_bitmap(VFIODevice *vbasedev, hwaddr iova,
         }
         if (nr % 64) {
             /* Bits past page_nr are the device's garbage, not ours. */
-            words[nwords - 1] = cpu_to_le64(le64_to_cpu(words[nwords - 1]) &
-                                            ((1ULL << (nr % 64)) - 1));
+            words[nwords - 1] &= cpu_to_le64((1ULL << (nr % 64)) - 1);
         }
-        /* done is a multiple of capacity, itself a multiple of 64. */
+        /*
+         * @bitmap is little-endian, as physical_memory_set_dirty_lebitmap()
+         * wants it, and so are the device's words: OR them in unconverted.
+         * done is a multiple of capacity, itself a multiple of 64.
+         */
         for (i = 0; i < nwords; i++) {
-            uint64_t w = le64_to_cpu(words[i]);
-            uint64_t bit = done + i * 64;
+            uint8_t *p = (uint8_t *)bitmap + (done + i * 64) / BITS_PER_BYTE;
 
-            if (!w) {
-                continue;
+            if (words[i]) {
+                stq_he_p(p, ldq_he_p(p) | words[i]);
             }
-#if HOST_LONG_BITS == 64
-            bitmap[bit / 64] |= w;
-#else
-            bitmap[bit / 32] |= (uint32_t)w;
-            bitmap[bit / 32 + 1] |= (uint32_t)(w >> 32);
-#endif
         }
         done += nr;
     }
-    trace_vfio_ds_bitmap_query_done(vbasedev->name, first, pages);
+    trace_vfio_ds_bitmap_query_done(ds->name, first, pages);
     return 0;
 }
 
@@ -454,33 +547,33 @@ static int ds_find_region(VFIODevstate *ds, VFIODevstateRegion *r,
     if (ret) {
         if (presence == DS_REGION_REQUIRED) {
             error_setg(errp, "%s: device-state %s region is missing",
-                       vbasedev->name, name);
+                       ds->name, name);
             return -ENODEV;
         }
         return 0;
     }
     if (presence == DS_REGION_ABSENT) {
         error_setg(errp, "%s: device has a device-state %s region but not "
-                   "the capability that goes with it", vbasedev->name, name);
+                   "the capability that goes with it", ds->name, name);
         return -EINVAL;
     }
     if ((info->flags & (VFIO_REGION_INFO_FLAG_READ |
                         VFIO_REGION_INFO_FLAG_WRITE)) !=
         (VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE)) {
         error_setg(errp, "%s: device-state %s region is not readable and "
-                   "writable", vbasedev->name, name);
+                   "writable", ds->name, name);
         return -EINVAL;
     }
     if (info->size == 0 || info->size > VFIO_DS_MAX_REGION_SIZE) {
         error_setg(errp, "%s: device-state %s region size 0x%llx is out of "
-                   "range (1 byte to %u MiB)", vbasedev->name, name,
+                   "range (1 byte to %u MiB)", ds->name, name,
                    (unsigned long long)info->size,
                    (unsigned)(VFIO_DS_MAX_REGION_SIZE / MiB));
         return -EINVAL;
     }
     r->nr = info->index;
     r->size = info->size;
-    trace_vfio_ds_region(vbasedev->name, name, r->nr, r->size, info->flags);
+    trace_vfio_ds_region(ds->name, name, r->nr, r->size, info->flags);
     return 1;
 }
 
@@ -513,12 +606,12 @@ static void ds_mmap_region(VFIODevstate *ds, VFIODevstateRegion *r)
              info->offset);
     if (p == MAP_FAILED) {
         warn_report("%s: cannot mmap device-state %s region, using "
-                    "read/write: %s", vbasedev->name, r->name,
+                    "read/write: %s", ds->name, r->name,
                     strerror(errno));
         return;
     }
     r->mmap = p;
-    trace_vfio_ds_region_mmap(vbasedev->name, r->name, r->size);
+    trace_vfio_ds_region_mmap(ds->name, r->name, r->size);
 }
 
 static int ds_read_version(VFIODevstate *ds, Error **errp)
@@ -538,10 +631,31 @@ static int ds_read_version(VFIODevstate *ds, Error **errp)
     }
     if (i == 0 || i == len || ds->version_str[i]) {
         error_setg(errp, "%s: device-state migration_version is not a "
-                   "printable NUL-terminated string", ds->vbasedev->name);
+                   "printable NUL-terminated string", ds->name);
         return -EINVAL;
     }
     return 0;
+}
+
+/*
+ * The bounce buffer, for data regions that are not mmapped, lives only
+ * while a migration needs it.
+ */
+static void ds_bounce_alloc(VFIODevstate *ds)
+{
+    size_t size = MAX(ds->config.mmap ? 0 : ds->config.size,
+                      ds->memory.mmap ? 0 : ds->memory.size);
+
+    g_free(ds->bounce);
+    ds->bounce = size ? g_malloc(size) : NULL;
+    ds->bounce_size = size;
+}
+
+static void ds_bounce_free(VFIODevstate *ds)
+{
+    g_free(ds->bounce);
+    ds->bounce = NULL;
+    ds->bounce_size = 0;
 }
 
 void vfio_devstate_free(VFIODevstate *ds)
@@ -556,18 +670,40 @@ void vfio_devstate_free(VFIODevstate *ds)
     }
     error_free(ds->save_err);
     g_free(ds->bounce);
+    g_free(ds->name);
     g_free(ds);
+}
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VFIODevstate, vfio_devstate_free)
+
+/*
+ * Messages name the device as the user knows it: its qdev id and its
+ * PCI address (the vfio-user socket path means little to a user).
+ */
+static char *ds_make_name(VFIODevice *vbasedev)
+{
+    DeviceState *dev = vbasedev->dev;
+    g_autofree char *path = dev ? qdev_get_dev_path(dev) : NULL;
+
+    if (!path) {
+        return g_strdup(vbasedev->name);
+    }
+    if (dev->id) {
+        return g_strdup_printf("%s (%s)", dev->id, path);
+    }
+    return g_steal_pointer(&path);
 }
 
 int vfio_devstate_probe(VFIODevice *vbasedev, VFIODevstate **out,
                         Error **errp)
 {
-    g_autofree VFIODevstate *ds = g_new0(VFIODevstate, 1);
+    g_autoptr(VFIODevstate) ds = g_new0(VFIODevstate, 1);
     uint32_t version, reserved, state;
     bool devmem, sysmem;
     int ret;
 
     ds->vbasedev = vbasedev;
+    ds->name = ds_make_name(vbasedev);
     ret = ds_find_region(ds, &ds->ctl, VFIO_REGION_SUBTYPE_DEVICE_STATE_CTL,
                          "control", DS_REGION_OPTIONAL, errp);
     if (ret <= 0) {
@@ -575,7 +711,7 @@ int vfio_devstate_probe(VFIODevice *vbasedev, VFIODevstate **out,
     }
     if (ds->ctl.size < sizeof(struct vfio_device_state_ctl)) {
         error_setg(errp, "%s: device-state control region is %" PRIu64
-                   " bytes, the interface needs %zu", vbasedev->name,
+                   " bytes, the interface needs %zu", ds->name,
                    ds->ctl.size, sizeof(struct vfio_device_state_ctl));
         return -EINVAL;
     }
@@ -585,21 +721,20 @@ int vfio_devstate_probe(VFIODevice *vbasedev, VFIODevstate **out,
         CTL_READ32(ds, device_state, &state, errp)) {
         return -EIO;
     }
-    if (version != VFIO_DEVICE_STATE_INTERFACE_VERSION) {
+    if (version != VFIO_DEVICE_DATA_INTERFACE_VERSION) {
         error_setg(errp, "%s: device-state interface version %u, QEMU "
-                   "supports %u", vbasedev->name, version,
-                   VFIO_DEVICE_STATE_INTERFACE_VERSION);
+                   "supports %u", ds->name, version,
+                   VFIO_DEVICE_DATA_INTERFACE_VERSION);
         return -EINVAL;
     }
-    if (ds->caps & ~(VFIO_DEVICE_DATA_CAP_DEVICE_MEMORY |
-                     VFIO_DEVICE_DATA_CAP_SYSTEM_MEMORY)) {
+    if (ds->caps & ~DS_CAPS_KNOWN) {
         error_setg(errp, "%s: device-state caps 0x%x has unknown bits",
-                   vbasedev->name, ds->caps);
+                   ds->name, ds->caps);
         return -EINVAL;
     }
     if (state != VFIO_DEVICE_DATA_STATE_RUNNING) {
         error_setg(errp, "%s: device-state device_state is %s (0x%x) at "
-                   "realize, expected RUNNING", vbasedev->name,
+                   "realize, expected RUNNING", ds->name,
                    ds_state_str(state), state);
         return -EINVAL;
     }
@@ -628,7 +763,7 @@ int vfio_devstate_probe(VFIODevice *vbasedev, VFIODevstate **out,
     if (sysmem) {
         if (ds->bitmap.size % sizeof(uint64_t)) {
             error_setg(errp, "%s: device-state dirty-bitmap region size "
-                       "%" PRIu64 " is not a multiple of 8", vbasedev->name,
+                       "%" PRIu64 " is not a multiple of 8", ds->name,
                        ds->bitmap.size);
             return -EINVAL;
         }
@@ -638,7 +773,7 @@ int vfio_devstate_probe(VFIODevice *vbasedev, VFIODevstate **out,
         }
         if (ds->page_shift != ctz64(qemu_real_host_page_size())) {
             error_setg(errp, "%s: device-state page_shift %u does not match "
-                       "the host page size %zu", vbasedev->name,
+                       "the host page size %zu", ds->name,
                        ds->page_shift, qemu_real_host_page_size());
             return -EINVAL;
         }
@@ -650,10 +785,8 @@ int vfio_devstate_probe(VFIODevice *vbasedev, VFIODevstate **out,
     ds_mmap_region(ds, &ds->config);
     ds_mmap_region(ds, &ds->memory);
     ds_mmap_region(ds, &ds->bitmap);
-    ds->bounce_size = MAX(ds->config.size, ds->memory.size);
-    ds->bounce = g_malloc(ds->bounce_size);
 
-    trace_vfio_ds_probe(vbasedev->name, ds->caps, ds->config.size,
+    trace_vfio_ds_probe(ds->name, ds->caps, ds->config.size,
                         ds->memory.size, ds->bitmap.size, ds->version_str);
     *out = g_steal_pointer(&ds);
     return 1;
@@ -689,13 +822,19 @@ static void ds_identity(VFIODevstate *ds, uint16_t id[4])
 static int vfio_ds_save_prepare(void *opaque, Error **errp)
 {
     VFIODevice *vbasedev = opaque;
+    VFIODevstate *ds = ds_of(vbasedev);
 
     if (runstate_check(RUN_STATE_SAVE_VM)) {
         return 0;
     }
     if (migrate_postcopy_ram() || migrate_background_snapshot()) {
         error_setg(errp, "%s: device-state migration supports neither "
-                   "postcopy nor background snapshot", vbasedev->name);
+                   "postcopy nor background snapshot", ds->name);
+        return -EOPNOTSUPP;
+    }
+    if (vbasedev->migration_multifd_transfer == ON_OFF_AUTO_ON) {
+        error_setg(errp, "%s: x-migration-multifd-transfer=on is not "
+                   "supported by device-state migration", ds->name);
         return -EOPNOTSUPP;
     }
     return 0;
@@ -711,8 +850,13 @@ static int vfio_ds_save_setup(QEMUFile *f, void *opaque, Error **errp)
     ds->set_open = false;
     ds->put_pending = false;
     ds->last_set_size = 0;
+    ds->first_set_read = false;
+    ds->first_set_size = 0;
+    ds->dev_pending = 0;
+    ds->sets_sent = 0;
     error_free(ds->save_err);
     ds->save_err = NULL;
+    ds_bounce_alloc(ds);
 
     /* The logging session starts before any data is read (review X2). */
     ret = ds_set_logging(ds, true, errp);
@@ -722,7 +866,7 @@ static int vfio_ds_save_setup(QEMUFile *f, void *opaque, Error **errp)
 
     ds_identity(ds, id);
     qemu_put_be64(f, VFIO_DS_FLAG_HEADER);
-    qemu_put_be32(f, VFIO_DEVICE_STATE_INTERFACE_VERSION);
+    qemu_put_be32(f, VFIO_DEVICE_DATA_INTERFACE_VERSION);
     qemu_put_be32(f, ds->caps);
     qemu_put_be64(f, ds->config.size);
     qemu_put_be64(f, ds->memory.size);
@@ -733,12 +877,12 @@ static int vfio_ds_save_setup(QEMUFile *f, void *opaque, Error **errp)
     qemu_put_be32(f, vlen);
     qemu_put_buffer(f, (uint8_t *)ds->version_str, vlen);
     qemu_put_be64(f, VFIO_MIG_FLAG_END_OF_STATE);
-    trace_vfio_ds_save_setup(ds->vbasedev->name, ds->caps, ds->version_str);
+    trace_vfio_ds_save_setup(ds->name, ds->caps, ds->version_str);
 
     ret = qemu_file_get_error(f);
     if (ret) {
         error_setg_errno(errp, -ret, "%s: failed to send the device-state "
-                         "header", ds->vbasedev->name);
+                         "header", ds->name);
     }
     return ret;
 }
@@ -753,10 +897,28 @@ static int ds_open_set(VFIODevstate *ds, Error **errp)
     if (ret) {
         return ret;
     }
-    trace_vfio_ds_set_open(ds->vbasedev->name, ds->set_size);
+    trace_vfio_ds_set_open(ds->name, ds->set_size);
+    /*
+     * The first data set of a session is the whole snapshot, and no later
+     * one may be larger (spec section 5): a device that says otherwise
+     * would keep the migration looping.
+     */
+    if (!ds->first_set_read) {
+        ds->first_set_read = true;
+        ds->first_set_size = ds->set_size;
+    } else if (ds->set_size > ds->first_set_size) {
+        error_setg(errp, "%s: device-state device_memory.size %" PRIu64
+                   " exceeds the session's first data set of %" PRIu64
+                   " bytes", ds->name, ds->set_size,
+                   ds->first_set_size);
+        return -EINVAL;
+    }
     ds->set_pos = 0;
     ds->set_open = ds->set_size > 0;
     ds->last_set_size = ds->set_size;
+    if (ds->set_open) {
+        ds->sets_sent++;
+    }
     return 0;
 }
 
@@ -786,18 +948,19 @@ static int ds_save_chunk(QEMUFile *f, VFIODevstate *ds, Error **errp)
 
     if (ds->set_pos == 0) {
         qemu_put_be64(f, VFIO_DS_FLAG_MEM_SET);
+        qemu_put_be32(f, ds->sets_sent);
         qemu_put_be64(f, ds->set_size);
     }
-    ret = CTL_WRITE64(ds, device_memory.pos, ds->set_pos, errp);
-    ret = ret ?: CTL_WRITE32(ds, device_memory.action,
-                             VFIO_DEVICE_DATA_ACTION_GET_BUFFER, errp);
+    /* The device advances its read-only pos itself (spec section 5). */
+    ret = CTL_WRITE32(ds, device_memory.action,
+                      VFIO_DEVICE_DATA_ACTION_GET_BUFFER, errp);
     if (!ret && !ds->memory.mmap) {
         ret = ds_region_rw(ds, &ds->memory, 0, buf, len, false, errp);
     }
     if (ret) {
         return ret;
     }
-    trace_vfio_ds_save_chunk(ds->vbasedev->name, ds->set_pos, len);
+    trace_vfio_ds_save_chunk(ds->name, ds->set_pos, len);
     qemu_put_be64(f, VFIO_DS_FLAG_MEM_CHUNK);
     qemu_put_be64(f, ds->set_pos);
     qemu_put_be64(f, len);
@@ -811,10 +974,39 @@ static int ds_save_chunk(QEMUFile *f, VFIODevstate *ds, Error **errp)
     return qemu_file_get_error(f);
 }
 
+/*
+ * What is left to send: the rest of the open data set plus what the
+ * device has dirtied that is in no data set yet (device_memory.pending).
+ */
 static void ds_pending(VFIODevstate *ds, uint64_t *must_precopy)
 {
-    *must_precopy += ds->set_open ? ds->set_size - ds->set_pos :
-                                    ds->last_set_size;
+    *must_precopy += (ds->set_open ? ds->set_size - ds->set_pos : 0) +
+                     ds->dev_pending;
+}
+
+static void ds_read_pending(VFIODevstate *ds)
+{
+    uint64_t pending;
+
+    if (ds->save_err) {
+        return;
+    }
+    if (!ds->first_set_read) {
+        /*
+         * Nothing read yet: open the session's first data set, the whole
+         * snapshot, whose size is the first figure to report.
+         */
+        ds_open_set(ds, &ds->save_err);
+        return;
+    }
+    if (CTL_READ64(ds, device_memory.pending, &pending, &ds->save_err)) {
+        return;
+    }
+    if (pending > ds->first_set_size) {
+        /* It over-counts at worst: one whole snapshot. */
+        pending = ds->first_set_size;
+    }
+    ds->dev_pending = pending;
 }
 
 static void vfio_ds_state_pending_estimate(void *opaque,
@@ -826,7 +1018,7 @@ static void vfio_ds_state_pending_estimate(void *opaque,
     if (ds->caps & VFIO_DEVICE_DATA_CAP_DEVICE_MEMORY) {
         ds_pending(ds, must_precopy);
     }
-    trace_vfio_ds_state_pending(ds->vbasedev->name, "estimate",
+    trace_vfio_ds_state_pending(ds->name, "estimate",
                                 *must_precopy);
 }
 
@@ -839,11 +1031,9 @@ static void vfio_ds_state_pending_exact(void *opaque, uint64_t *must_precopy,
         return;
     }
     /* The honest figure: what the device has dirtied by now. */
-    if (!ds->set_open && !ds->save_err) {
-        ds_open_set(ds, &ds->save_err);
-    }
+    ds_read_pending(ds);
     ds_pending(ds, must_precopy);
-    trace_vfio_ds_state_pending(ds->vbasedev->name, "exact", *must_precopy);
+    trace_vfio_ds_state_pending(ds->name, "exact", *must_precopy);
 }
 
 static bool vfio_ds_is_active_iterate(void *opaque)
@@ -865,6 +1055,26 @@ static int ds_fail(VFIODevstate *ds, int ret, Error *err)
         error_report_err(err);
     }
     return ret;
+}
+
+/*
+ * A reset that QEMU did not see (an FLR handled by the kernel driver, say)
+ * ends the logging session: the pages the device dirtied since are
+ * unknown, so the migration cannot complete (spec section 3).  True, with
+ * @errp set, when the device is no longer in the session.
+ */
+static bool ds_session_lost(VFIODevstate *ds, Error **errp)
+{
+    uint32_t real;
+
+    if (CTL_READ32(ds, device_state, &real, NULL) ||
+        (real & VFIO_DEVICE_DATA_STATE_LOGGING)) {
+        return false;
+    }
+    error_setg(errp, "%s: device-state logging session ended (device "
+               "reset?) during the migration: device_state is %s", ds->name,
+               ds_state_str(real));
+    return true;
 }
 
 static int vfio_ds_save_iterate(QEMUFile *f, void *opaque)
@@ -891,58 +1101,83 @@ static int vfio_ds_save_iterate(QEMUFile *f, void *opaque)
         sent += ds->set_pos - before;
     }
     qemu_put_be64(f, VFIO_MIG_FLAG_END_OF_STATE);
-    trace_vfio_ds_save_iterate(ds->vbasedev->name, sent, ds->set_open);
+    trace_vfio_ds_save_iterate(ds->name, sent, ds->set_open);
     if (ret) {
+        Error *lost = NULL;
+
+        /* Say why the device refused, when it is that */
+        if (err && ds_session_lost(ds, &lost)) {
+            error_free(err);
+            err = lost;
+        }
         return ds_fail(ds, ret, err);
     }
     /* Done for now when the device had nothing dirty. */
     return !ds->set_open && ds->last_set_size == 0;
 }
 
+/*
+ * Drain the device memory of a stopped device: the rest of the open data
+ * set, then the set opened in STOP|LOGGING; after that the device may
+ * report nothing dirty (spec section 5), or it is broken.
+ */
+static int ds_save_drain(QEMUFile *f, VFIODevstate *ds, Error **errp)
+{
+    bool opened_stopped = false;
+    int ret;
+
+    while (ds->caps & VFIO_DEVICE_DATA_CAP_DEVICE_MEMORY) {
+        if (!ds->set_open) {
+            ret = ds_open_set(ds, errp);
+            if (ret) {
+                return ret;
+            }
+            if (!ds->set_open) {
+                break;
+            }
+            if (opened_stopped) {
+                error_setg(errp, "%s: stopped device still reports %" PRIu64
+                           " bytes of dirty device memory after its final "
+                           "data set", ds->name, ds->set_size);
+                return -EIO;
+            }
+            opened_stopped = true;
+        }
+        ret = ds_save_chunk(f, ds, errp);
+        if (ret) {
+            return ret;
+        }
+    }
+    return ds_put_flush(f, ds);
+}
+
 static int vfio_ds_save_complete(QEMUFile *f, void *opaque)
 {
     VFIODevstate *ds = ds_opaque(opaque);
-    VFIODevice *vbasedev = ds->vbasedev;
     Error *err = NULL;
     uint64_t size;
-    int sets = 0, ret = 0;
+    int ret = 0;
 
     if (ds->save_err) {
         return ds_fail(ds, -EIO, error_copy(ds->save_err));
     }
+    if (ds_session_lost(ds, &err)) {
+        return ds_fail(ds, -EIO, err);
+    }
     /* The device is stopped (by the VM stop): drain what it still has. */
     if (!(ds->state & VFIO_DEVICE_DATA_STATE_STOP)) {
-        ret = ds_set_state(ds, ds->state | VFIO_DEVICE_DATA_STATE_STOP, &err);
+        ret = ds_set_state(ds, DS_STATE_STOP_LOGGING, &err);
         if (ret) {
             return ds_fail(ds, ret, err);
         }
     }
-    while (ds->caps & VFIO_DEVICE_DATA_CAP_DEVICE_MEMORY) {
-        if (!ds->set_open) {
-            if (sets++ == VFIO_DS_STOP_MAX_SETS) {
-                error_setg(&err, "%s: stopped device still reports dirty "
-                           "device memory after %d data sets", vbasedev->name,
-                           VFIO_DS_STOP_MAX_SETS);
-                return ds_fail(ds, -EIO, err);
-            }
-            ret = ds_open_set(ds, &err);
-            if (ret || !ds->set_open) {
-                break;
-            }
-        }
-        ret = ds_save_chunk(f, ds, &err);
-        if (ret) {
-            break;
-        }
-    }
-
-    ret = ret ?: ds_put_flush(f, ds);
+    ret = ds_save_drain(f, ds, &err);
     ret = ret ?: CTL_WRITE32(ds, device_config.action,
                              VFIO_DEVICE_DATA_ACTION_GET_BUFFER, &err);
     ret = ret ?: CTL_READ64(ds, device_config.size, &size, &err);
     if (!ret && (size == 0 || size > ds->config.size)) {
         error_setg(&err, "%s: device-state config size %" PRIu64 " is out of "
-                   "range (1 to %" PRIu64 ")", vbasedev->name, size,
+                   "range (1 to %" PRIu64 ")", ds->name, size,
                    ds->config.size);
         ret = -EINVAL;
     }
@@ -952,24 +1187,50 @@ static int vfio_ds_save_complete(QEMUFile *f, void *opaque)
     if (ret) {
         return ds_fail(ds, ret, err);
     }
-    trace_vfio_ds_save_config(vbasedev->name, size);
+    trace_vfio_ds_save_config(ds->name, size);
     qemu_put_be64(f, VFIO_DS_FLAG_DEV_CONFIG);
+    qemu_put_be32(f, ds->sets_sent);
     qemu_put_be64(f, size);
     qemu_put_buffer(f, ds->config.mmap ?: ds->bounce, size);
     vfio_migration_add_bytes_transferred(size);
+    qemu_put_be64(f, VFIO_MIG_FLAG_END_OF_STATE);
+
+    /*
+     * The device's state is all out: end the logging session here, where
+     * a failure still fails the migration (STOP|LOGGING -> STOP).
+     */
+    ret = ds_set_logging(ds, false, &err);
+    if (ret) {
+        return ds_fail(ds, ret, err);
+    }
+    trace_vfio_ds_save_complete(ds->name, size);
+    return qemu_file_get_error(f);
+}
+
+/*
+ * The PCI config (MSI/MSI-X state) goes in the non-iterable part, as the
+ * v2 backend's does, so that the destination restores it after the
+ * interrupt controllers it refers to.
+ */
+static void vfio_ds_save_state(QEMUFile *f, void *opaque)
+{
+    VFIODevstate *ds = ds_opaque(opaque);
+    VFIODevice *vbasedev = ds->vbasedev;
+    Error *err = NULL;
+    int ret;
 
     if (vbasedev->ops->vfio_save_config) {
         qemu_put_be64(f, VFIO_DS_FLAG_PCI_CONFIG);
         ret = vbasedev->ops->vfio_save_config(vbasedev, f, &err);
         if (ret) {
             error_prepend(&err, "%s: failed to save PCI config: ",
-                          vbasedev->name);
-            return ds_fail(ds, ret, err);
+                          ds->name);
+            ds_fail(ds, ret, err);
+            qemu_file_set_error(f, ret);
+            return;
         }
     }
     qemu_put_be64(f, VFIO_MIG_FLAG_END_OF_STATE);
-    trace_vfio_ds_save_complete(vbasedev->name, size);
-    return qemu_file_get_error(f);
 }
 
 static void vfio_ds_save_cleanup(void *opaque)
@@ -983,6 +1244,7 @@ static void vfio_ds_save_cleanup(void *opaque)
     }
     error_free(ds->save_err);
     ds->save_err = NULL;
+    ds_bounce_free(ds);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -992,10 +1254,20 @@ static int vfio_ds_load_setup(QEMUFile *f, void *opaque, Error **errp)
 {
     VFIODevstate *ds = ds_opaque(opaque);
 
+    if (ds->vbasedev->migration_multifd_transfer == ON_OFF_AUTO_ON) {
+        error_setg(errp, "%s: x-migration-multifd-transfer=on is not "
+                   "supported by device-state migration", ds->name);
+        return -EOPNOTSUPP;
+    }
+
+    ds->incoming = true;
+    ds->load_failed = false;
     ds->header_loaded = false;
+    ds->load_sets = 0;
     ds->load_config_done = false;
     ds->load_done = false;
     ds->load_set_open = false;
+    ds_bounce_alloc(ds);
     /* Hold the device still from before the first byte (review R52). */
     return ds_set_state(ds, VFIO_DEVICE_DATA_STATE_STOP, errp);
 }
@@ -1003,28 +1275,26 @@ static int vfio_ds_load_setup(QEMUFile *f, void *opaque, Error **errp)
 static int vfio_ds_load_cleanup(void *opaque)
 {
     VFIODevstate *ds = ds_opaque(opaque);
-    Error *err = NULL;
 
-    if (!ds->load_done && ds->state == VFIO_DEVICE_DATA_STATE_STOP) {
+    ds_bounce_free(ds);
+    if (!ds->load_done) {
         /*
-         * The load failed or was cut short: leaving STOP with an
-         * incomplete data set tells the device to drop it (review X17).
+         * The load failed or was cut short: reset the device, so that no
+         * partly loaded state ever runs (spec section 3).  The reset
+         * brings the device back to RUNNING (vfio_devstate_reset).
          */
-        trace_vfio_ds_load_abandoned(ds->vbasedev->name);
-        if (ds_set_state(ds, VFIO_DEVICE_DATA_STATE_RUNNING, &err)) {
-            error_report_err(err);
-        }
+        trace_vfio_ds_load_abandoned(ds->name);
+        ds->load_failed = true;
+        device_cold_reset(ds->vbasedev->dev);
     }
+    ds->incoming = false;
     return 0;
 }
 
 static int ds_load_header(QEMUFile *f, VFIODevstate *ds, Error **errp)
 {
-    const char *name = ds->vbasedev->name;
-    static const char *const id_names[] = {
-        "vendor ID", "device ID", "subsystem vendor ID", "subsystem ID"
-    };
-    char src_version[VFIO_DEVICE_STATE_VERSION_MAX];
+    const char *name = ds->name;
+    char src_version[VFIO_DEVICE_DATA_VERSION_MAX];
     uint32_t version, caps, vlen;
     uint64_t config_size, memory_size, bitmap_size;
     uint16_t id[4], src_id[4];
@@ -1050,10 +1320,10 @@ static int ds_load_header(QEMUFile *f, VFIODevstate *ds, Error **errp)
                          name);
         return ret;
     }
-    if (version != VFIO_DEVICE_STATE_INTERFACE_VERSION) {
+    if (version != VFIO_DEVICE_DATA_INTERFACE_VERSION) {
         error_setg(errp, "%s: stream has device-state interface version %u, "
                    "QEMU supports %u", name, version,
-                   VFIO_DEVICE_STATE_INTERFACE_VERSION);
+                   VFIO_DEVICE_DATA_INTERFACE_VERSION);
         return -EINVAL;
     }
     if (caps != ds->caps) {
@@ -1070,15 +1340,14 @@ static int ds_load_header(QEMUFile *f, VFIODevstate *ds, Error **errp)
                    ")", name, config_size, memory_size, bitmap_size);
         return -EINVAL;
     }
+    /*
+     * The PCI IDs are informational: only the device's answer to the
+     * source's migration_version decides compatibility (spec section 8),
+     * which lets a newer device take an older one's state.
+     */
     ds_identity(ds, id);
-    for (i = 0; i < 4; i++) {
-        if (src_id[i] != id[i]) {
-            error_setg(errp, "%s: stream is for a device with %s 0x%04x, "
-                       "this device has 0x%04x", name, id_names[i],
-                       src_id[i], id[i]);
-            return -EINVAL;
-        }
-    }
+    trace_vfio_ds_load_ids(name, src_id[0], src_id[1], src_id[2], src_id[3],
+                           id[0], id[1], id[2], id[3]);
     if (vlen >= sizeof(src_version)) {
         error_setg(errp, "%s: stream's migration_version length %u exceeds "
                    "%zu", name, vlen, sizeof(src_version) - 1);
@@ -1138,7 +1407,8 @@ static int ds_load_header(QEMUFile *f, VFIODevstate *ds, Error **errp)
 
 static int ds_load_set(QEMUFile *f, VFIODevstate *ds, Error **errp)
 {
-    const char *name = ds->vbasedev->name;
+    const char *name = ds->name;
+    uint32_t seq = qemu_get_be32(f);
     uint64_t size = qemu_get_be64(f);
     int ret = qemu_file_get_error(f);
 
@@ -1157,6 +1427,16 @@ static int ds_load_set(QEMUFile *f, VFIODevstate *ds, Error **errp)
                    ds->load_set_size - ds->load_pos, ds->load_set_size);
         return -EINVAL;
     }
+    if (ds->load_config_done) {
+        error_setg(errp, "%s: data set after the device config", name);
+        return -EINVAL;
+    }
+    /* Data sets are numbered: none may be lost, repeated or reordered. */
+    if (seq != ds->load_sets + 1) {
+        error_setg(errp, "%s: data set number %u in the stream, expected %u",
+                   name, seq, ds->load_sets + 1);
+        return -EINVAL;
+    }
     if (size == 0) {
         error_setg(errp, "%s: empty data set in the stream", name);
         return -EINVAL;
@@ -1167,6 +1447,7 @@ static int ds_load_set(QEMUFile *f, VFIODevstate *ds, Error **errp)
         return ret;
     }
     trace_vfio_ds_load_set(name, size);
+    ds->load_sets = seq;
     ds->load_set_open = true;
     ds->load_set_size = size;
     ds->load_pos = 0;
@@ -1182,12 +1463,11 @@ static int ds_load_flush(VFIODevstate *ds, uint64_t len, Error **errp)
     if (!ds->memory.mmap) {
         ret = ds_region_rw(ds, &ds->memory, 0, ds->bounce, len, true, errp);
     }
-    ret = ret ?: CTL_WRITE64(ds, device_memory.pos, ds->load_dev_pos,
-                                errp);
+    /* The device advances its read-only pos itself (spec section 5). */
     ret = ret ?: CTL_WRITE32(ds, device_memory.action,
                              VFIO_DEVICE_DATA_ACTION_SET_BUFFER, errp);
     if (!ret) {
-        trace_vfio_ds_load_chunk(ds->vbasedev->name, ds->load_dev_pos, len);
+        trace_vfio_ds_load_chunk(ds->name, ds->load_dev_pos, len);
         ds->load_dev_pos += len;
     }
     return ret;
@@ -1195,7 +1475,7 @@ static int ds_load_flush(VFIODevstate *ds, uint64_t len, Error **errp)
 
 static int ds_load_chunk(QEMUFile *f, VFIODevstate *ds, Error **errp)
 {
-    const char *name = ds->vbasedev->name;
+    const char *name = ds->name;
     uint64_t pos = qemu_get_be64(f);
     uint64_t len = qemu_get_be64(f);
     uint8_t *stage = ds->memory.mmap ?: ds->bounce;
@@ -1257,7 +1537,8 @@ static int ds_load_chunk(QEMUFile *f, VFIODevstate *ds, Error **errp)
 
 static int ds_load_config(QEMUFile *f, VFIODevstate *ds, Error **errp)
 {
-    const char *name = ds->vbasedev->name;
+    const char *name = ds->name;
+    uint32_t sets = qemu_get_be32(f);
     uint64_t size = qemu_get_be64(f);
     uint8_t *buf = ds->config.mmap ?: ds->bounce;
     int ret = qemu_file_get_error(f);
@@ -1265,6 +1546,15 @@ static int ds_load_config(QEMUFile *f, VFIODevstate *ds, Error **errp)
     if (ret) {
         error_setg_errno(errp, -ret, "%s: truncated config header", name);
         return ret;
+    }
+    if (ds->load_config_done) {
+        error_setg(errp, "%s: second device config in the stream", name);
+        return -EINVAL;
+    }
+    if (sets != ds->load_sets) {
+        error_setg(errp, "%s: source sent %u data sets, %u arrived", name,
+                   sets, ds->load_sets);
+        return -EINVAL;
     }
     if (ds->load_set_open) {
         error_setg(errp, "%s: device config while %" PRIu64 " bytes of a "
@@ -1308,25 +1598,25 @@ static int ds_load_pci_config(QEMUFile *f, VFIODevstate *ds, Error **errp)
 
     if (!vbasedev->ops->vfio_load_config) {
         error_setg(errp, "%s: PCI config in the stream for a device that "
-                   "has none", vbasedev->name);
+                   "has none", ds->name);
         return -EINVAL;
     }
     /* The PCI config ends the state: the device's must all be in. */
     if (ds->load_set_open) {
         error_setg(errp, "%s: PCI config while %" PRIu64 " bytes of a data "
-                   "set are missing", vbasedev->name,
+                   "set are missing", ds->name,
                    ds->load_set_size - ds->load_pos);
         return -EINVAL;
     }
     if (!ds->load_config_done) {
         error_setg(errp, "%s: PCI config before the device config",
-                   vbasedev->name);
+                   ds->name);
         return -EINVAL;
     }
     ret = vbasedev->ops->vfio_load_config(vbasedev, f);
     if (ret) {
         error_setg_errno(errp, -ret, "%s: failed to load PCI config",
-                         vbasedev->name);
+                         ds->name);
         return ret;
     }
     ds->load_done = true;
@@ -1336,7 +1626,7 @@ static int ds_load_pci_config(QEMUFile *f, VFIODevstate *ds, Error **errp)
 static int vfio_ds_load_state(QEMUFile *f, void *opaque, int version_id)
 {
     VFIODevstate *ds = ds_opaque(opaque);
-    const char *name = ds->vbasedev->name;
+    const char *name = ds->name;
     Error *err = NULL;
     int ret = 0;
 
@@ -1397,7 +1687,8 @@ static int vfio_ds_load_state(QEMUFile *f, void *opaque, int version_id)
         error_setg_errno(&err, -ret, "%s: cannot approve the switchover",
                          name);
     }
-    error_report_err(err);
+    /* The core reports it with the failed migration (query-migrate). */
+    qemu_file_set_error_obj(f, ret, err);
     return ret;
 }
 
@@ -1416,6 +1707,7 @@ const SaveVMHandlers savevm_vfio_devstate_handlers = {
     .is_active_iterate = vfio_ds_is_active_iterate,
     .save_live_iterate = vfio_ds_save_iterate,
     .save_complete = vfio_ds_save_complete,
+    .save_state = vfio_ds_save_state,
     .load_setup = vfio_ds_load_setup,
     .load_cleanup = vfio_ds_load_cleanup,
     .load_state = vfio_ds_load_state,

@@ -25,7 +25,6 @@
 
 /* Bounds QEMU puts on what a device advertises (and a stream claims). */
 #define VFIO_DS_MAX_REGION_SIZE     (64 * MiB)
-#define VFIO_DS_MAX_XFER            (1 * MiB)
 
 typedef struct VFIODevstate VFIODevstate;
 
@@ -38,10 +37,10 @@ int vfio_devstate_probe(VFIODevice *vbasedev, VFIODevstate **ds, Error **errp);
 void vfio_devstate_free(VFIODevstate *ds);
 
 extern const SaveVMHandlers savevm_vfio_devstate_handlers;
+void vfio_devstate_vmstate_prepare(void *opaque, bool running, RunState state);
 void vfio_devstate_vmstate_change(void *opaque, bool running, RunState state);
+bool vfio_devstate_has_p2p(VFIODevstate *ds);
 void vfio_devstate_migration_failed(VFIODevice *vbasedev);
-bool vfio_devstate_is_running(VFIODevice *vbasedev);
-bool vfio_devstate_is_logging(VFIODevice *vbasedev);
 void vfio_devstate_reset(VFIODevice *vbasedev);
 
 /* The system-memory dirty bitmap, for the VFIO memory listener. */

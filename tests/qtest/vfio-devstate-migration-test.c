@@ -18,6 +18,7 @@
 #include "qemu/units.h"
 #include "libqtest.h"
 #include "libqos/pci-pc.h"
+#include "hw/pci/pci_regs.h"
 #include "qobject/qdict.h"
 #include "vfio-user-devstate-util.h"
 
@@ -71,6 +72,15 @@ static void mig_start_full(Mig *m, const char *src_opts,
                           "-incoming defer -S");
     set_caps(m->src.qts, ack);
     set_caps(m->dst.qts, ack);
+    /*
+     * The devices of live_opts() dirty all of their memory in well under
+     * a second: with the default 300 ms, their pending device memory
+     * would never fit the downtime limit, and the migration would
+     * (rightly) not converge.
+     */
+    qtest_qmp_assert_success(m->src.qts,
+        "{'execute': 'migrate-set-parameters', 'arguments': "
+        "{'downtime-limit': 5000}}");
     qtest_qmp_assert_success(m->dst.qts,
         "{'execute': 'migrate-incoming', 'arguments': {'uri': %s}}", m->uri);
 }
@@ -121,6 +131,27 @@ static uint32_t read_reg(QTestState *qts, uint32_t reg)
     g_free(dev);
     qpci_free_pc(bus);
     return v;
+}
+
+/* The device on @qts, enabled, with BAR0 mapped */
+static QPCIDevice *open_dev(QTestState *qts, QPCIBus **bus, QPCIBar *bar0)
+{
+    QPCIDevice *dev = NULL;
+
+    *bus = qpci_new_pc(qts, NULL);
+    qpci_device_foreach(*bus, DEVSTATE_PCI_VENDOR_ID, DEVSTATE_PCI_DEVICE_ID,
+                        save_fn, &dev);
+    g_assert_nonnull(dev);
+    qpci_device_enable(dev);
+    *bar0 = qpci_iomap(dev, 0, NULL);
+    return dev;
+}
+
+static void close_dev(QPCIDevice *dev, QPCIBus *bus, QPCIBar bar0)
+{
+    qpci_iounmap(dev, bar0);
+    g_free(dev);
+    qpci_free_pc(bus);
 }
 
 static char *status_field(DevstateServer *srv, const char *key)
@@ -231,6 +262,17 @@ static bool log_has(DevstateServer *srv, const char *what)
     return strstr(log, what) != NULL;
 }
 
+/* Wait until a device's log shows @what (the migration got that far). */
+static void wait_log(DevstateServer *srv, const char *what)
+{
+    int i;
+
+    for (i = 0; i < 1000 && !log_has(srv, what); i++) {
+        g_usleep(10 * 1000);
+    }
+    g_assert_true(log_has(srv, what));
+}
+
 static const char *live_opts(bool mmap)
 {
     return mmap ? "--mem-size 64M --mutate-rate 20000 --dma-rate 5000 "
@@ -239,7 +281,7 @@ static const char *live_opts(bool mmap)
                   "--dma-addr 0x4000000 --dma-pages 1024 --start --no-mmap";
 }
 
-static void do_live(bool mmap)
+static void do_live(bool mmap, const char *xfer)
 {
     Mig m = { 0 };
     g_autofree char *st = NULL, *err = NULL;
@@ -249,8 +291,13 @@ static void do_live(bool mmap)
     uint64_t dma_before, dma_after;
     const struct devstate_dma_stamp *stamp;
 
-    mig_start(&m, live_opts(mmap), mmap ? "--mem-size 64M" :
-              "--mem-size 64M --no-mmap", NULL, true);
+    g_autofree char *sopts = g_strdup_printf("%s %s", live_opts(mmap),
+                                             xfer ?: "");
+    g_autofree char *dopts = g_strdup_printf("--mem-size 64M %s %s",
+                                             mmap ? "" : "--no-mmap",
+                                             xfer ?: "");
+
+    mig_start(&m, sopts, dopts, NULL, true);
     g_assert_cmphex(read_reg(m.src.qts, DEVSTATE_REG_ID), ==,
                     DEVSTATE_ID_MAGIC);
     /* Slow enough that the device is busy for several iterations. */
@@ -282,7 +329,8 @@ static void do_live(bool mmap)
     sarcs = arcs(m.src.srv);
     darcs = arcs(m.dst.srv);
     g_assert_cmpstr(sarcs, ==, "RUNNING -> RUNNING|LOGGING,"
-                    "RUNNING|LOGGING -> STOP|LOGGING,STOP|LOGGING -> STOP");
+                    "RUNNING|LOGGING -> P2P|LOGGING,"
+                    "P2P|LOGGING -> STOP|LOGGING,STOP|LOGGING -> STOP");
     g_assert_cmpstr(darcs, ==, "RUNNING -> STOP");
     g_assert_false(log_has(m.src.srv, "refused"));
     g_assert_false(log_has(m.dst.srv, "refused"));
@@ -293,18 +341,32 @@ static void do_live(bool mmap)
     assert_device_works(m.dst.srv);
     g_free(darcs);
     darcs = arcs(m.dst.srv);
-    g_assert_cmpstr(darcs, ==, "RUNNING -> STOP,STOP -> RUNNING");
+    g_assert_cmpstr(darcs, ==, "RUNNING -> STOP,STOP -> P2P,P2P -> RUNNING");
     mig_end(&m);
 }
 
 static void test_live_mmap(void)
 {
-    do_live(true);
+    do_live(true, NULL);
 }
 
 static void test_live_nommap(void)
 {
-    do_live(false);
+    do_live(false, NULL);
+}
+
+/*
+ * Servers that negotiate a smaller or a larger max_data_xfer_size than
+ * the 1 MiB data regions: QEMU's region accesses follow the transport.
+ */
+static void test_live_small_xfer(void)
+{
+    do_live(false, "--max-xfer 64K");
+}
+
+static void test_live_large_xfer(void)
+{
+    do_live(false, "--chunk-size 4M --max-xfer 8M");
 }
 
 /*
@@ -470,7 +532,113 @@ typedef struct FaultCase {
     const char *path;
     const char *src_fault;      /* extra options of the source device */
     const char *dst_fault;      /* extra options of the destination device */
+    bool dst_loaded;            /* the destination loaded part of the state */
 } FaultCase;
+
+/* Guest RAM where the MSI-X vector writes its message */
+#define MSIX_ADDR       (112 * MiB)
+#define MSIX_DATA       0x5a5a1234
+
+/* Raise one interrupt (vector 0) and wait for its message in guest RAM. */
+static void assert_msix_fires(QTestState *qts, QPCIDevice *dev, QPCIBar bar0)
+{
+    int i;
+
+    qtest_writel(qts, MSIX_ADDR, 0);
+    qpci_io_writel(dev, bar0, DEVSTATE_REG_IRQ, 0);
+    for (i = 0; i < 500 && qtest_readl(qts, MSIX_ADDR) != MSIX_DATA; i++) {
+        g_usleep(10 * 1000);
+    }
+    g_assert_cmphex(qtest_readl(qts, MSIX_ADDR), ==, MSIX_DATA);
+    qtest_writel(qts, MSIX_ADDR, 0);
+}
+
+/*
+ * The MSI-X vector the guest programmed before the migration fires on
+ * the destination: the PCI config (MSI-X enable, the emulated table)
+ * arrived, and QEMU set the device's interrupts up again from it.
+ */
+static void test_msix(void)
+{
+    Mig m = { 0 };
+    g_autofree char *st = NULL;
+    QPCIBus *sbus, *dbus;
+    QPCIDevice *sdev, *ddev;
+    QPCIBar sbar, dbar;
+    uint64_t off;
+
+    mig_start(&m, "--mem-size 8M --start", "--mem-size 8M", NULL, true);
+    sdev = open_dev(m.src.qts, &sbus, &sbar);
+    qpci_msix_enable(sdev);
+    off = sdev->msix_table_off;
+    qpci_io_writel(sdev, sdev->msix_table_bar, off + PCI_MSIX_ENTRY_LOWER_ADDR,
+                   MSIX_ADDR);
+    qpci_io_writel(sdev, sdev->msix_table_bar, off + PCI_MSIX_ENTRY_UPPER_ADDR,
+                   0);
+    qpci_io_writel(sdev, sdev->msix_table_bar, off + PCI_MSIX_ENTRY_DATA,
+                   MSIX_DATA);
+    qpci_io_writel(sdev, sdev->msix_table_bar,
+                   off + PCI_MSIX_ENTRY_VECTOR_CTRL, 0);
+    assert_msix_fires(m.src.qts, sdev, sbar);
+
+    mig_go(&m);
+    st = mig_wait(m.src.qts, NULL);
+    g_assert_cmpstr(st, ==, "completed");
+    qtest_qmp_assert_success(m.dst.qts, "{'execute': 'cont'}");
+    assert_state(m.dst.srv, "RUNNING");
+    /* Same BAR layout as the source: libqos assigns the same addresses */
+    ddev = open_dev(m.dst.qts, &dbus, &dbar);
+    g_assert_cmphex(qtest_readl(m.dst.qts, MSIX_ADDR), ==, 0);
+    assert_msix_fires(m.dst.qts, ddev, dbar);
+    g_assert_true(log_has(m.dst.srv, "MSI-X vector 0"));
+
+    close_dev(ddev, dbus, dbar);
+    qpci_iounmap(sdev, sdev->msix_table_bar);
+    close_dev(sdev, sbus, sbar);
+    mig_end(&m);
+}
+
+/*
+ * A function-level reset the guest asks for, handled by the device
+ * without QEMU's knowledge (as a kernel driver does), ends the logging
+ * session: the migration must fail rather than lose the pages the device
+ * dirtied since, and the VM runs on with its (reset) device.
+ */
+static void test_reset_behind_qemu(void)
+{
+    Mig m = { 0 };
+    g_autofree char *st = NULL, *err = NULL;
+    QPCIBus *bus;
+    QPCIDevice *dev;
+    QPCIBar bar0;
+    QDict *rsp;
+
+    mig_start(&m, live_opts(true), "--mem-size 64M", NULL, true);
+    dev = open_dev(m.src.qts, &bus, &bar0);
+    qtest_qmp_assert_success(m.src.qts,
+        "{'execute': 'migrate-set-parameters', 'arguments': "
+        "{'max-bandwidth': %d}}", (int)(32 * MiB));
+    mig_go(&m);
+    wait_log(m.src.srv, "data set opened");
+    /* AF capability: Initiate FLR in its control register */
+    qpci_config_writeb(dev, DEVSTATE_CAP_AF + 4, 1);
+    wait_log(m.src.srv, "(reset)");
+    qtest_qmp_assert_success(m.src.qts,
+        "{'execute': 'migrate-set-parameters', 'arguments': "
+        "{'max-bandwidth': %" PRIu64 "}}", (uint64_t)10 * GiB);
+    qtest_set_expected_status(m.dst.qts, EXIT_FAILURE);
+    st = mig_wait(m.src.qts, &err);
+    g_assert_cmpstr(st, ==, "failed");
+    g_test_message("error-desc: %s", err);
+    g_assert_nonnull(strstr(err, "logging session ended"));
+    rsp = qtest_qmp_assert_success_ref(m.src.qts,
+                                       "{'execute': 'query-status'}");
+    g_assert_cmpstr(qdict_get_try_str(rsp, "status"), ==, "running");
+    qobject_unref(rsp);
+    assert_state(m.src.srv, "RUNNING");
+    close_dev(dev, bus, bar0);
+    mig_end(&m);
+}
 
 static void test_fault(const void *opaque)
 {
@@ -487,6 +655,10 @@ static void test_fault(const void *opaque)
     mig_go(&m);
     st = mig_wait(m.src.qts, &err);
     g_assert_cmpstr(st, ==, "failed");
+    if (fc->dst_loaded) {
+        /* The destination reset its device, with what it had loaded */
+        wait_log(m.dst.srv, "RUNNING (reset)");
+    }
     assert_source_recovered(&m, "--mem-size 64M");
     mig_end(&m);
 }
@@ -496,11 +668,12 @@ static const FaultCase faults[] = {
     { "src-config-get", "--fail config-get:EIO:1", NULL },
     { "src-mem-get", "--fail mem-get:EIO:1", NULL },
     { "src-bitmap", "--fail bitmap:EIO:1", NULL },
-    { "src-arc", "--fail arc:RUNNING|LOGGING->STOP|LOGGING:EIO:1", NULL },
-    { "dst-config-set", NULL, "--fail config-set:EINVAL" },
-    { "dst-mem-set", NULL, "--fail mem-set:EIO" },
+    { "src-arc", "--fail arc:P2P|LOGGING->STOP|LOGGING:EIO:1", NULL },
+    { "src-final-arc", "--fail arc:STOP|LOGGING->STOP:EIO:1", NULL },
+    { "dst-config-set", NULL, "--fail config-set:EINVAL", true },
+    { "dst-mem-set", NULL, "--fail mem-set:EIO", true },
     { "dst-arc", NULL, "--fail arc:RUNNING->STOP:EIO" },
-    { "dst-smaller-memory", NULL, "--mem-size 16M" },
+    { "dst-smaller-memory", NULL, "--mem-size 16M", true },
 };
 
 /* ---------------------------------------------------------------------- */
@@ -511,6 +684,7 @@ static const FaultCase faults[] = {
 #define TAG_MEM_SET     0xffffffffef100012ULL
 #define TAG_MEM_CHUNK   0xffffffffef100013ULL
 #define TAG_DEV_CONFIG  0xffffffffef100014ULL
+#define TAG_PCI_CONFIG  0xffffffffef100015ULL
 
 /* Save the VM with its device to @path; returns the source digest. */
 static char *save_to_file(const char *path, const char *dev_opts)
@@ -583,14 +757,30 @@ static void test_file_restore(void)
     rmdir(dir);
 }
 
-/* Offset of the first occurrence of a big-endian tag in the stream */
-static size_t find_tag(const uint8_t *buf, size_t len, uint64_t tag)
+/* Offset of the first big-endian @tag in the stream, or SIZE_MAX */
+static size_t find_tag_opt(const uint8_t *buf, size_t len, uint64_t tag)
 {
     uint64_t be = cpu_to_be64(tag);
     const uint8_t *p = memmem(buf, len, &be, sizeof(be));
 
-    g_assert_nonnull(p);
-    return p - buf;
+    return p ? p - buf : SIZE_MAX;
+}
+
+static size_t find_tag(const uint8_t *buf, size_t len, uint64_t tag)
+{
+    size_t off = find_tag_opt(buf, len, tag);
+
+    g_assert_cmpuint(off, !=, SIZE_MAX);
+    return off;
+}
+
+/* Bytes of the DEV_CONFIG record at @cfg (after its tag), tag included */
+static size_t config_record_len(const uint8_t *buf, size_t cfg)
+{
+    uint64_t size;
+
+    memcpy(&size, buf + cfg + 4, sizeof(size));
+    return 8 + 4 + 8 + be64_to_cpu(size);
 }
 
 static void put_be64(uint8_t *p, uint64_t v)
@@ -599,17 +789,54 @@ static void put_be64(uint8_t *p, uint64_t v)
     memcpy(p, &v, sizeof(v));
 }
 
+static void put_be32(uint8_t *p, uint32_t v)
+{
+    v = cpu_to_be32(v);
+    memcpy(p, &v, sizeof(v));
+}
+
+static uint64_t get_be64(const uint8_t *p)
+{
+    uint64_t v;
+
+    memcpy(&v, p, sizeof(v));
+    return be64_to_cpu(v);
+}
+
+/* Cut [@from, @to) out of the stream. */
+static void cut(uint8_t *buf, gsize *len, size_t from, size_t to)
+{
+    g_assert_cmpuint(from, <=, to);
+    g_assert_cmpuint(to, <=, *len);
+    memmove(buf + from, buf + to, *len - to);
+    *len -= to - from;
+}
+
+/* Insert @n bytes of @what at @at; @buf has room for them. */
+static void insert(uint8_t *buf, gsize *len, size_t at, const void *what,
+                   size_t n)
+{
+    memmove(buf + at + n, buf + at, *len - at);
+    memcpy(buf + at, what, n);
+    *len += n;
+}
+
 typedef enum {
     CORRUPT_TRUNCATE,
     CORRUPT_TAG,
     CORRUPT_CHUNK_LEN,
     CORRUPT_CHUNK_POS,
     CORRUPT_SET_SIZE,
+    CORRUPT_SET_SEQ,
+    CORRUPT_DROP_SET,
+    CORRUPT_SET_AFTER_CONFIG,
     CORRUPT_HEADER_CAPS,
-    CORRUPT_HEADER_VENDOR,
     CORRUPT_HEADER_VERSION_LEN,
     CORRUPT_CONFIG_SIZE,
     CORRUPT_CONFIG_BYTES,
+    CORRUPT_CONFIG_TWICE,
+    CORRUPT_DROP_CONFIG,
+    CORRUPT_SET_COUNT,
 } Corruption;
 
 typedef struct CorruptCase {
@@ -618,17 +845,31 @@ typedef struct CorruptCase {
     const char *expect;         /* in the destination's error */
 } CorruptCase;
 
+/*
+ * Each rejection names the device (qdev id and PCI address) and says why,
+ * in the incoming migration's error-desc.
+ */
 static const CorruptCase corrupt_cases[] = {
-    { "truncated", CORRUPT_TRUNCATE, NULL },
-    { "tag", CORRUPT_TAG, NULL },
-    { "chunk-length", CORRUPT_CHUNK_LEN, NULL },
-    { "chunk-offset", CORRUPT_CHUNK_POS, NULL },
-    { "set-size", CORRUPT_SET_SIZE, NULL },
-    { "header-caps", CORRUPT_HEADER_CAPS, NULL },
-    { "header-vendor", CORRUPT_HEADER_VENDOR, NULL },
-    { "header-version-length", CORRUPT_HEADER_VERSION_LEN, NULL },
-    { "config-size", CORRUPT_CONFIG_SIZE, NULL },
-    { "config-bytes", CORRUPT_CONFIG_BYTES, NULL },
+    /* A stream cut short is the channel's error, reported as such */
+    { "truncated", CORRUPT_TRUNCATE, "Input/output error" },
+    { "tag", CORRUPT_TAG, "unknown device-state tag" },
+    { "chunk-length", CORRUPT_CHUNK_LEN, "chunk size" },
+    { "chunk-offset", CORRUPT_CHUNK_POS, "chunk at offset 4096, expected 0" },
+    { "set-size", CORRUPT_SET_SIZE, "device_memory.size" },
+    { "set-number", CORRUPT_SET_SEQ, "data set number 7 in the stream, "
+      "expected 1" },
+    { "set-dropped", CORRUPT_DROP_SET, "data set" },
+    { "set-after-config", CORRUPT_SET_AFTER_CONFIG,
+      "data set after the device config" },
+    { "header-caps", CORRUPT_HEADER_CAPS, "caps" },
+    { "header-version-length", CORRUPT_HEADER_VERSION_LEN,
+      "migration_version length" },
+    { "config-size", CORRUPT_CONFIG_SIZE, "device config size" },
+    { "config-bytes", CORRUPT_CONFIG_BYTES, "device_config.action" },
+    { "config-twice", CORRUPT_CONFIG_TWICE, "second device config" },
+    { "config-dropped", CORRUPT_DROP_CONFIG,
+      "PCI config before the device config" },
+    { "set-count", CORRUPT_SET_COUNT, "data sets," },
 };
 
 static void test_corrupt(const void *opaque)
@@ -637,12 +878,14 @@ static void test_corrupt(const void *opaque)
     g_autofree char *dir = g_dir_make_tmp("vfio-devstate-file-XXXXXX", NULL);
     g_autofree char *path = g_strdup_printf("%s/vm.state", dir);
     g_autofree char *sdig = save_to_file(path, "--mem-size 8M --start");
-    g_autofree char *st = NULL, *err = NULL, *ddig = NULL, *ddig2 = NULL;
+    g_autofree char *st = NULL, *err = NULL, *ddig = NULL;
     g_autofree uint8_t *buf = NULL;
+    uint8_t rec[20];
     gsize len;
-    size_t hdr, set, chunk, cfg;
+    size_t hdr, set, chunk, cfg, next;
 
     g_assert_true(g_file_get_contents(path, (char **)&buf, &len, NULL));
+    buf = g_realloc(buf, len + 64);
     hdr = find_tag(buf, len, TAG_HEADER) + 8;
     set = find_tag(buf, len, TAG_MEM_SET) + 8;
     chunk = find_tag(buf, len, TAG_MEM_CHUNK) + 8;
@@ -662,22 +905,52 @@ static void test_corrupt(const void *opaque)
         put_be64(buf + chunk, 4096);
         break;
     case CORRUPT_SET_SIZE:
-        put_be64(buf + set, 1ULL << 62);
+        put_be64(buf + set + 4, 1ULL << 62); /* after the be32 number */
+        break;
+    case CORRUPT_SET_SEQ:
+        put_be32(buf + set, 7);
+        break;
+    case CORRUPT_DROP_SET:
+        /* The first data set, up to the next set or the section's end */
+        next = MIN(find_tag(buf + set, len - set, TAG_END),
+                   find_tag_opt(buf + set, len - set, TAG_MEM_SET));
+        cut(buf, &len, set - 8, set + next);
+        break;
+    case CORRUPT_SET_AFTER_CONFIG:
+        put_be64(rec, TAG_MEM_SET);
+        put_be32(rec + 8, get_be64(buf + cfg) >> 32);
+        put_be64(rec + 12, 4096);
+        insert(buf, &len, cfg - 8 + config_record_len(buf, cfg), rec,
+               sizeof(rec));
         break;
     case CORRUPT_HEADER_CAPS:
         buf[hdr + 7] ^= 0x3;                /* be32 caps after be32 version */
-        break;
-    case CORRUPT_HEADER_VENDOR:
-        buf[hdr + 32] ^= 0xff;              /* first be16 of the IDs */
         break;
     case CORRUPT_HEADER_VERSION_LEN:
         memset(buf + hdr + 40, 0xff, 4);
         break;
     case CORRUPT_CONFIG_SIZE:
-        put_be64(buf + cfg, 1ULL << 40);
+        put_be64(buf + cfg + 4, 1ULL << 40); /* after the be32 set count */
         break;
     case CORRUPT_CONFIG_BYTES:
-        buf[cfg + 8 + 20] ^= 0x5a;          /* the device's checksum fails */
+        buf[cfg + 12 + 20] ^= 0x5a;         /* the device's checksum fails */
+        break;
+    case CORRUPT_CONFIG_TWICE:
+    case CORRUPT_DROP_CONFIG: {
+        /* tag, be32 set count, be64 size, the blob */
+        size_t rlen = config_record_len(buf, cfg);
+        g_autofree uint8_t *copy = g_memdup2(buf + cfg - 8, rlen);
+
+        if (cc->what == CORRUPT_DROP_CONFIG) {
+            cut(buf, &len, cfg - 8, cfg - 8 + rlen);
+        } else {
+            buf = g_realloc(buf, len + rlen);
+            insert(buf, &len, cfg - 8 + rlen, copy, rlen);
+        }
+        break;
+    }
+    case CORRUPT_SET_COUNT:
+        put_be32(buf + cfg, (get_be64(buf + cfg) >> 32) + 1);
         break;
     }
     g_assert_true(g_file_set_contents(path, (char *)buf, len, NULL));
@@ -685,8 +958,114 @@ static void test_corrupt(const void *opaque)
     st = load_from_file(path, "--mem-size 8M", &err, &ddig);
     g_assert_cmpstr(st, ==, "failed");
     g_assert_nonnull(err);
+    g_test_message("error-desc: %s", err);
+    if (cc->what != CORRUPT_TRUNCATE) {
+        g_assert_nonnull(strstr(err, "dev0 (0000:00:"));
+    }
+    g_assert_nonnull(strstr(err, cc->expect));
     /* The device loaded nothing it could not validate */
     g_assert_cmpstr(sdig, !=, ddig);
+    unlink(path);
+    rmdir(dir);
+}
+
+/*
+ * Only the device's answer to the source's migration_version decides
+ * compatibility: a stream from a device with other PCI IDs (a newer
+ * generation, x-pci-*-id overrides) loads.
+ */
+static void test_other_ids(void)
+{
+    g_autofree char *dir = g_dir_make_tmp("vfio-devstate-file-XXXXXX", NULL);
+    g_autofree char *path = g_strdup_printf("%s/vm.state", dir);
+    g_autofree char *sdig = save_to_file(path, "--mem-size 8M --start");
+    g_autofree char *st = NULL, *err = NULL, *ddig = NULL;
+    g_autofree uint8_t *buf = NULL;
+    gsize len;
+    size_t hdr;
+
+    g_assert_true(g_file_get_contents(path, (char **)&buf, &len, NULL));
+    hdr = find_tag(buf, len, TAG_HEADER) + 8;
+    buf[hdr + 32] ^= 0xff;                  /* first be16 of the IDs */
+    buf[hdr + 36] ^= 0x0f;                  /* the subsystem vendor ID */
+    g_assert_true(g_file_set_contents(path, (char *)buf, len, NULL));
+    st = load_from_file(path, "--mem-size 8M", &err, &ddig);
+    g_assert_cmpstr(st, ==, "completed");
+    g_assert_cmpstr(sdig, ==, ddig);
+    unlink(path);
+    rmdir(dir);
+}
+
+/*
+ * A stream without this device's non-iterable section (its PCI config)
+ * "completes" as far as the migration core can tell, but the VM must not
+ * run with a device whose state did not all arrive.
+ */
+static void test_missing_section(void)
+{
+    g_autofree char *dir = g_dir_make_tmp("vfio-devstate-file-XXXXXX", NULL);
+    g_autofree char *path = g_strdup_printf("%s/vm.state", dir);
+    g_autofree char *sdig = save_to_file(path, "--mem-size 8M --start");
+    g_autofree char *uri = g_strdup_printf("file:%s", path);
+    g_autofree uint8_t *buf = NULL;
+    DevstateServer *srv;
+    QTestState *qts;
+    gsize len;
+    size_t pci, start, end, l;
+    QDict *rsp;
+    int i;
+
+    g_assert_true(g_file_get_contents(path, (char **)&buf, &len, NULL));
+    pci = find_tag(buf, len, TAG_PCI_CONFIG);
+    /*
+     * The section starts with QEMU_VM_SECTION_FULL, a be32 section id,
+     * the id string ("<path>/vfio") and be32 instance and version ids;
+     * it ends with our END tag and the section footer (0x7e, section id).
+     */
+    g_assert_cmpmem(buf + pci - 8 - 5, 5, "/vfio", 5);
+    for (l = 5, start = 0; l < 256 && l + 1 + 13 <= pci; l++) {
+        size_t p = pci - 8 - l - 1;
+
+        if (buf[p] == l && buf[p - 5] == 0x04) {
+            start = p - 5;
+            break;
+        }
+    }
+    g_assert_cmpuint(start, >, 0);
+    end = pci + find_tag(buf + pci, len - pci, TAG_END) + 8 + 5;
+    g_assert_cmphex(buf[end - 5], ==, 0x7e);
+    cut(buf, &len, start, end);
+    g_assert_true(g_file_set_contents(path, (char *)buf, len, NULL));
+
+    srv = devstate_server_start("--mem-size 8M");
+    qts = start_vm(srv, "-incoming defer -S");
+    qtest_qmp_assert_success(qts,
+        "{'execute': 'migrate-incoming', 'arguments': "
+        "{'uri': %s, 'exit-on-error': false}}", uri);
+    for (i = 0; i < 1000; i++) {
+        g_autofree char *st = mig_status(qts, NULL);
+
+        if (!strcmp(st, "completed") || !strcmp(st, "failed")) {
+            break;
+        }
+        g_usleep(10 * 1000);
+    }
+    /* The VM is refused its start, and stops with an internal error */
+    qtest_qmp_assert_success(qts, "{'execute': 'cont'}");
+    for (i = 0; i < 500; i++) {
+        g_autofree char *run = NULL;
+
+        rsp = qtest_qmp_assert_success_ref(qts, "{'execute': 'query-status'}");
+        run = g_strdup(qdict_get_try_str(rsp, "status"));
+        qobject_unref(rsp);
+        if (!strcmp(run, "internal-error")) {
+            break;
+        }
+        g_usleep(10 * 1000);
+    }
+    g_assert_cmpint(i, <, 500);
+    qtest_quit(qts);
+    devstate_server_stop(srv);
     unlink(path);
     rmdir(dir);
 }
@@ -740,15 +1119,39 @@ static void test_two_devices(void)
     rmdir(dir);
 }
 
-/* Wait until a device's log shows @what (the migration got that far). */
-static void wait_log(DevstateServer *srv, const char *what)
+/*
+ * Without a P2P state, a second device could be stopped while the first
+ * still writes to it: as for v2 devices, such a VM does not migrate.
+ */
+static void test_two_devices_no_p2p(void)
 {
-    int i;
+    DevstateServer *s1 = devstate_server_start("--mem-size 8M --no-p2p");
+    DevstateServer *s2 = devstate_server_start("--mem-size 8M --no-p2p");
+    g_autofree char *dir = g_dir_make_tmp("vfio-devstate-mig-XXXXXX", NULL);
+    g_autofree char *uri = g_strdup_printf("unix:%s/mig.sock", dir);
+    QTestState *src = qtest_initf(
+        "-machine q35 -m 128M -object memory-backend-memfd,id=mem,size=128M "
+        "-machine memory-backend=mem "
+        "-device '{\"driver\": \"vfio-user-pci\", \"id\": \"a\", "
+        "\"socket\": {\"type\": \"unix\", \"path\": \"%s\"}}' "
+        "-device '{\"driver\": \"vfio-user-pci\", \"id\": \"b\", "
+        "\"socket\": {\"type\": \"unix\", \"path\": \"%s\"}}'",
+        s1->sock, s2->sock);
+    QDict *rsp;
+    const char *desc;
 
-    for (i = 0; i < 1000 && !log_has(srv, what); i++) {
-        g_usleep(10 * 1000);
-    }
-    g_assert_true(log_has(srv, what));
+    rsp = qtest_qmp(src, "{'execute': 'migrate', 'arguments': {'uri': %s}}",
+                    uri);
+    g_assert_true(qdict_haskey(rsp, "error"));
+    desc = qdict_get_str(qdict_get_qdict(rsp, "error"), "desc");
+    g_test_message("migrate: %s", desc);
+    g_assert_nonnull(strstr(desc, "P2P"));
+    qobject_unref(rsp);
+    assert_state(s1, "RUNNING");
+    qtest_quit(src);
+    devstate_server_stop(s1);
+    devstate_server_stop(s2);
+    rmdir(dir);
 }
 
 /* Start a slow migration and wait until device memory is moving. */
@@ -835,6 +1238,10 @@ int main(int argc, char **argv)
     }
     qtest_add_func("/vfio-devstate/migration/live/mmap", test_live_mmap);
     qtest_add_func("/vfio-devstate/migration/live/nommap", test_live_nommap);
+    qtest_add_func("/vfio-devstate/migration/live/small-xfer",
+                   test_live_small_xfer);
+    qtest_add_func("/vfio-devstate/migration/live/large-xfer",
+                   test_live_large_xfer);
     qtest_add_func("/vfio-devstate/migration/paused-source",
                    test_paused_source);
     qtest_add_func("/vfio-devstate/migration/cancel/precopy",
@@ -855,7 +1262,16 @@ int main(int argc, char **argv)
         qtest_add_data_func(path, &faults[i], test_fault);
     }
     qtest_add_func("/vfio-devstate/migration/two-devices", test_two_devices);
+    qtest_add_func("/vfio-devstate/migration/msix", test_msix);
+    qtest_add_func("/vfio-devstate/migration/reset-behind-qemu",
+                   test_reset_behind_qemu);
+    qtest_add_func("/vfio-devstate/migration/two-devices-no-p2p",
+                   test_two_devices_no_p2p);
     qtest_add_func("/vfio-devstate/migration/file", test_file_restore);
+    qtest_add_func("/vfio-devstate/migration/file/other-pci-ids",
+                   test_other_ids);
+    qtest_add_func("/vfio-devstate/migration/file/missing-section",
+                   test_missing_section);
     for (i = 0; i < ARRAY_SIZE(corrupt_cases); i++) {
         g_autofree char *path = g_strdup_printf("/vfio-devstate/migration/"
                                                 "corrupt/%s",

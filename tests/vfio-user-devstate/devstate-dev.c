@@ -3,8 +3,10 @@
  *
  * BAR0 registers, PCI config space, device memory with a mutation worker,
  * a DMA engine that writes guest memory through the DMA_MAP mappings, and
- * the interrupt it raises.  Both workers do nothing while the device is in
- * STOP, so that a stopped device changes none of its state.
+ * the interrupts it raises (INTx, MSI, or MSI-X with the table and PBA in
+ * BAR1).  Both workers do nothing while the device is in STOP or P2P, so
+ * that a stopped device changes none of its state and a device in P2P
+ * initiates no DMA; an interrupt raised in P2P is held pending.
  *
  * Copyright (c) 2025 The QEMU project contributors
  *
@@ -22,16 +24,23 @@
 #define WORKER_TICK_US      5000
 #define WORKER_MAX_BATCH    4096
 #define MUTATE_STRIDE       1000003
+#define PCI_COMMAND_OFF     0x04
 
-static bool dev_stopped(Devstate *ds)
+/* STOP or P2P: no DMA, no mutation, no interrupt */
+static bool dev_quiesced(Devstate *ds)
 {
-    return ds->state & VFIO_DEVICE_DATA_STATE_STOP;
+    return ds->state & (VFIO_DEVICE_DATA_STATE_STOP |
+                        VFIO_DEVICE_DATA_STATE_P2P);
 }
 
 void devstate_mark_mem_dirty(Devstate *ds, uint64_t page)
 {
-    if (ds->state & VFIO_DEVICE_DATA_STATE_LOGGING) {
-        ds->mem_dirty[page / 64] |= 1ull << (page % 64);
+    uint64_t bit = 1ull << (page % 64);
+
+    if ((ds->state & VFIO_DEVICE_DATA_STATE_LOGGING) &&
+        !(ds->mem_dirty[page / 64] & bit)) {
+        ds->mem_dirty[page / 64] |= bit;
+        ds->mem_dirty_count++;
     }
 }
 
@@ -66,17 +75,99 @@ static void mutate_one(Devstate *ds)
     devstate_mark_mem_dirty(ds, page);
 }
 
-static void dev_irq(Devstate *ds)
+/* Interrupts */
+
+unsigned devstate_irq_count(unsigned index)
+{
+    switch (index) {
+    case VFIO_PCI_INTX_IRQ_INDEX:
+    case VFIO_PCI_MSI_IRQ_INDEX:
+    case VFIO_PCI_ERR_IRQ_INDEX:
+        return 1;
+    case VFIO_PCI_MSIX_IRQ_INDEX:
+        return DEVSTATE_MSIX_VECTORS;
+    }
+    return 0;
+}
+
+static bool msix_enabled(Devstate *ds)
+{
+    return ds->msix_on;
+}
+
+static void irq_signal(Devstate *ds, int fd, const char *what, unsigned v)
 {
     uint64_t one = 1;
-    int fd = ds->irq_fd[VFIO_PCI_MSI_IRQ_INDEX];
 
-    if (fd < 0) {
-        fd = ds->intx_masked ? -1 : ds->irq_fd[VFIO_PCI_INTX_IRQ_INDEX];
-    }
-    if (fd >= 0 && write(fd, &one, sizeof(one)) != sizeof(one)) {
+    if (write(fd, &one, sizeof(one)) != sizeof(one)) {
         devstate_log(ds, "interrupt: eventfd write failed: %s",
                      g_strerror(errno));
+        return;
+    }
+    ds->irq_count++;
+    devstate_log(ds, "interrupt: %s %u", what, v);
+}
+
+/*
+ * MSI-X once SET_IRQS gave its index eventfds (even none, -1: as the
+ * kernel's vfio-pci enables MSI-X), else MSI, else INTx.  A vector with no
+ * eventfd, or INTx while masked, stays pending (the PBA shows it) until
+ * it gets one.
+ */
+static void irq_deliver(Devstate *ds, unsigned v)
+{
+    int fd;
+
+    if (msix_enabled(ds)) {
+        if (v >= DEVSTATE_MSIX_VECTORS) {
+            devstate_log(ds, "interrupt: no MSI-X vector %u", v);
+            return;
+        }
+        fd = ds->irq_fd[VFIO_PCI_MSIX_IRQ_INDEX][v];
+        if (fd < 0) {
+            ds->irq_pending |= 1u << v;
+            return;
+        }
+        irq_signal(ds, fd, "MSI-X vector", v);
+    } else if (ds->irq_fd[VFIO_PCI_MSI_IRQ_INDEX][0] >= 0) {
+        irq_signal(ds, ds->irq_fd[VFIO_PCI_MSI_IRQ_INDEX][0], "MSI", 0);
+    } else if (ds->irq_fd[VFIO_PCI_INTX_IRQ_INDEX][0] >= 0 &&
+               !ds->intx_masked &&
+               !(ds->pci_cfg[PCI_COMMAND_OFF + 1] & 0x04)) {
+        irq_signal(ds, ds->irq_fd[VFIO_PCI_INTX_IRQ_INDEX][0], "INTx", 0);
+    } else {
+        ds->irq_pending |= 1u;
+    }
+}
+
+/* Called with the lock held; in STOP or P2P the interrupt waits */
+void devstate_irq_raise(Devstate *ds, unsigned vector)
+{
+    if (dev_quiesced(ds)) {
+        if (vector < DEVSTATE_MAX_IRQ_VECTORS) {
+            ds->irq_pending |= 1u << vector;
+        }
+        devstate_log(ds, "interrupt: vector %u held pending (%s)", vector,
+                     devstate_state_name(ds->state));
+        return;
+    }
+    irq_deliver(ds, vector);
+}
+
+/* Raise what is pending once the device runs and has a way to raise it */
+void devstate_irq_flush(Devstate *ds)
+{
+    uint32_t pending = ds->irq_pending;
+    unsigned v;
+
+    if (dev_quiesced(ds) || !pending) {
+        return;
+    }
+    ds->irq_pending = 0;
+    for (v = 0; v < DEVSTATE_MAX_IRQ_VECTORS; v++) {
+        if (pending & (1u << v)) {
+            irq_deliver(ds, v);
+        }
     }
 }
 
@@ -128,21 +219,21 @@ static void dma_one(Devstate *ds)
         ds->dma_cursor = 0;
         ds->regs[DEVSTATE_REG_DMA_PASSES / 4]++;
         if (ds->regs[DEVSTATE_REG_CTRL / 4] & DEVSTATE_CTRL_DMA_IRQ) {
-            dev_irq(ds);
+            devstate_irq_raise(ds, 0);
         }
     }
 }
 
 static bool mutate_ready(Devstate *ds)
 {
-    return !dev_stopped(ds) &&
+    return !dev_quiesced(ds) &&
         (ds->regs[DEVSTATE_REG_CTRL / 4] & DEVSTATE_CTRL_MUTATE) &&
         ds->regs[DEVSTATE_REG_MUTATE_RATE / 4];
 }
 
 static bool dma_ready(Devstate *ds)
 {
-    return !dev_stopped(ds) && ds->connected &&
+    return !dev_quiesced(ds) && ds->connected &&
         (ds->regs[DEVSTATE_REG_CTRL / 4] & DEVSTATE_CTRL_DMA) &&
         ds->regs[DEVSTATE_REG_DMA_RATE / 4] &&
         ds->regs[DEVSTATE_REG_DMA_PAGES / 4];
@@ -199,6 +290,17 @@ static gpointer worker_thread(gpointer opaque)
     return NULL;
 }
 
+/* Every vector masked, as after a reset */
+static void msix_table_reset(Devstate *ds)
+{
+    unsigned v;
+
+    memset(ds->msix_table, 0, sizeof(ds->msix_table));
+    for (v = 0; v < DEVSTATE_MSIX_VECTORS; v++) {
+        ds->msix_table[v * 16 + 12] = 1;
+    }
+}
+
 void devstate_dev_init(Devstate *ds)
 {
     unsigned i;
@@ -215,15 +317,19 @@ void devstate_dev_init(Devstate *ds)
     ds->mem_dirty = g_new0(uint64_t, (ds->nr_pages + 63) / 64);
     ds->sys_dirty = g_hash_table_new_full(NULL, NULL, NULL, g_free);
     ds->dma_maps = g_array_new(FALSE, TRUE, sizeof(DevstateDMAMap));
-    for (i = 0; i < DEVSTATE_NUM_IRQS; i++) {
-        ds->irq_fd[i] = -1;
+    for (i = 0; i < DEVSTATE_NUM_IRQS * DEVSTATE_MAX_IRQ_VECTORS; i++) {
+        ds->irq_fd[i / DEVSTATE_MAX_IRQ_VECTORS][i % DEVSTATE_MAX_IRQ_VECTORS] =
+            -1;
     }
 
     ds->init_regs[DEVSTATE_REG_ID / 4] = DEVSTATE_ID_MAGIC;
     ds->init_regs[DEVSTATE_REG_DEVMEM_MIB / 4] = ds->mem_size >> 20;
     memcpy(ds->regs, ds->init_regs, sizeof(ds->regs));
 
-    /* PCI config space: conventional PCI, one 4 KiB memory BAR, INTx */
+    /*
+     * PCI config space: conventional PCI, two 4 KiB memory BARs (registers,
+     * MSI-X), INTx, an Advanced Features capability with FLR and MSI-X.
+     */
     memset(ds->pci_cfg, 0, sizeof(ds->pci_cfg));
     ds->pci_cfg[0x00] = DEVSTATE_PCI_VENDOR_ID & 0xff;
     ds->pci_cfg[0x01] = DEVSTATE_PCI_VENDOR_ID >> 8;
@@ -237,6 +343,19 @@ void devstate_dev_init(Devstate *ds)
     ds->pci_cfg[0x2e] = DEVSTATE_PCI_SUBDEVICE_ID & 0xff;
     ds->pci_cfg[0x2f] = DEVSTATE_PCI_SUBDEVICE_ID >> 8;
     ds->pci_cfg[0x3d] = 1;                      /* INTA# */
+    ds->pci_cfg[0x06] = 0x10;                   /* status: capability list */
+    ds->pci_cfg[0x34] = DEVSTATE_CAP_AF;
+    ds->pci_cfg[DEVSTATE_CAP_AF + 0] = 0x13;    /* PCI_CAP_ID_AF */
+    ds->pci_cfg[DEVSTATE_CAP_AF + 1] = DEVSTATE_CAP_MSIX;
+    ds->pci_cfg[DEVSTATE_CAP_AF + 2] = 6;       /* length */
+    ds->pci_cfg[DEVSTATE_CAP_AF + 3] = 0x03;    /* TP, FLR */
+    ds->pci_cfg[DEVSTATE_CAP_MSIX + 0] = 0x11;  /* PCI_CAP_ID_MSIX */
+    ds->pci_cfg[DEVSTATE_CAP_MSIX + 2] = DEVSTATE_MSIX_VECTORS - 1;
+    ds->pci_cfg[DEVSTATE_CAP_MSIX + 4] = DEVSTATE_MSIX_TABLE_OFFSET | 1;
+    ds->pci_cfg[DEVSTATE_CAP_MSIX + 8] = DEVSTATE_MSIX_PBA_OFFSET & 0xff;
+    ds->pci_cfg[DEVSTATE_CAP_MSIX + 9] = DEVSTATE_MSIX_PBA_OFFSET >> 8;
+    ds->pci_cfg[DEVSTATE_CAP_MSIX + 8] |= 1;    /* BIR 1 */
+    msix_table_reset(ds);
 }
 
 void devstate_dev_start(Devstate *ds)
@@ -283,8 +402,12 @@ void devstate_dev_reset(Devstate *ds)
     ds->dma_count = 0;
     ds->dma_cursor = 0;
     ds->intx_masked = false;
+    ds->irq_pending = 0;
     memset(ds->pci_cfg + 0x04, 0, 2);           /* command */
-    memset(ds->pci_cfg + 0x10, 0, 4);           /* BAR0 */
+    memset(ds->pci_cfg + 0x10, 0, 8);           /* BAR0, BAR1 */
+    ds->pci_cfg[0x3c] = 0;                      /* interrupt line */
+    ds->pci_cfg[DEVSTATE_CAP_MSIX + 3] = 0;     /* MSI-X enable, mask */
+    msix_table_reset(ds);
     devstate_regions_reset(ds);
 }
 
@@ -301,14 +424,19 @@ static uint32_t reg_read(Devstate *ds, unsigned reg)
         return ds->dma_count >> 32;
     case DEVSTATE_REG_STATUS:
         return ds->state;
+    case DEVSTATE_REG_STATUS + 4 ... DEVSTATE_BAR0_SIZE - 4:
+        return 0;
     default:
-        return reg < DEVSTATE_NR_REGS ? ds->regs[reg] : 0;
+        return ds->regs[reg];
     }
 }
 
 static void reg_write(Devstate *ds, unsigned reg, uint32_t val)
 {
     switch (reg * 4) {
+    case DEVSTATE_REG_IRQ:
+        devstate_irq_raise(ds, val);
+        break;
     case DEVSTATE_REG_CTRL:
         ds->regs[reg] = val & DEVSTATE_CTRL_MASK;
         break;
@@ -341,6 +469,12 @@ int devstate_bar0_access(Devstate *ds, uint64_t off, uint32_t count,
         if (count < 4) {
             return -EINVAL;
         }
+        if (ds->state & VFIO_DEVICE_DATA_STATE_STOP) {
+            devstate_log(ds, "BAR0 write at 0x%" G_GINT64_MODIFIER "x "
+                         "refused: the device is in %s", off,
+                         devstate_state_name(ds->state));
+            return -EBUSY;
+        }
         for (; count; count -= 4, off += 4, buf = (uint8_t *)buf + 4) {
             memcpy(&val, buf, 4);
             reg_write(ds, off / 4, GUINT32_FROM_LE(val));
@@ -360,8 +494,46 @@ int devstate_bar0_access(Devstate *ds, uint64_t off, uint32_t count,
 }
 
 /*
+ * BAR1: the MSI-X table (read/write, 4- or 8-byte aligned accesses) and
+ * the PBA (read-only).  QEMU emulates the table for the guest and gives
+ * the device an eventfd per vector; the device keeps what is written here
+ * and shows its pending vectors in the PBA.
+ */
+int devstate_bar1_access(Devstate *ds, uint64_t off, uint32_t count,
+                         void *buf, bool is_write)
+{
+    uint64_t pba = 0;
+
+    if ((count != 4 && count != 8) || off % count) {
+        return -EINVAL;
+    }
+    if (off + count <= sizeof(ds->msix_table)) {
+        if (is_write) {
+            memcpy(ds->msix_table + off, buf, count);
+        } else {
+            memcpy(buf, ds->msix_table + off, count);
+        }
+        return 0;
+    }
+    if (is_write) {
+        return 0;                               /* PBA and the rest: ro */
+    }
+    if (off == DEVSTATE_MSIX_PBA_OFFSET && msix_enabled(ds)) {
+        pba = GUINT64_TO_LE(ds->irq_pending &
+                            ((1u << DEVSTATE_MSIX_VECTORS) - 1));
+    }
+    memset(buf, 0, count);
+    if (off == DEVSTATE_MSIX_PBA_OFFSET) {
+        memcpy(buf, &pba, count);
+    }
+    return 0;
+}
+
+/*
  * Config space: QEMU emulates most of it; the device keeps command,
- * BAR0 (4 KiB, 32-bit memory), interrupt line, and ignores other writes.
+ * BAR0 and BAR1 (4 KiB, 32-bit memory), interrupt line, the MSI-X enable
+ * and mask bits, and resets itself when the AF capability's FLR bit is
+ * written; it ignores other writes.
  */
 int devstate_pci_cfg_access(Devstate *ds, uint64_t off, uint32_t count,
                             void *buf, bool is_write)
@@ -380,10 +552,16 @@ int devstate_pci_cfg_access(Devstate *ds, uint64_t off, uint32_t count,
             ds->pci_cfg[o] = v & 0x47;          /* IO, MEM, MASTER, PARITY */
         } else if (o == 0x05) {
             ds->pci_cfg[o] = v & 0x05;          /* SERR, INTX_DISABLE */
-        } else if (o == 0x11) {
-            ds->pci_cfg[o] = v & 0xf0;          /* 4 KiB BAR */
-        } else if (o == 0x12 || o == 0x13 || o == 0x3c) {
+        } else if (o == 0x11 || o == 0x15) {
+            ds->pci_cfg[o] = v & 0xf0;          /* 4 KiB BARs */
+        } else if (o == 0x12 || o == 0x13 || o == 0x16 || o == 0x17 ||
+                   o == 0x3c) {
             ds->pci_cfg[o] = v;
+        } else if (o == DEVSTATE_CAP_MSIX + 3) {
+            ds->pci_cfg[o] = v & 0xc0;          /* MSI-X enable, mask */
+        } else if (o == DEVSTATE_CAP_AF + 4 && (v & 1)) {
+            devstate_log(ds, "function-level reset (AF FLR)");
+            devstate_dev_reset(ds);             /* reads back as 0 */
         }
     }
     return 0;
@@ -475,14 +653,21 @@ int devstate_dma_unmap(Devstate *ds, uint64_t iova, uint64_t size, bool all)
     return -ENOENT;
 }
 
-int devstate_set_irq_fd(Devstate *ds, unsigned index, int fd)
+/* Called with the lock held; fd -1 removes the vector's eventfd */
+int devstate_set_irq_fd(Devstate *ds, unsigned index, unsigned vector,
+                        int fd)
 {
-    if (ds->irq_fd[index] >= 0) {
-        close(ds->irq_fd[index]);
+    int *slot = &ds->irq_fd[index][vector];
+
+    if (*slot >= 0) {
+        close(*slot);
     }
-    ds->irq_fd[index] = fd;
+    *slot = fd;
     if (index == VFIO_PCI_INTX_IRQ_INDEX) {
         ds->intx_masked = false;
+    }
+    if (fd >= 0) {
+        devstate_irq_flush(ds);
     }
     return 0;
 }
@@ -490,6 +675,9 @@ int devstate_set_irq_fd(Devstate *ds, unsigned index, int fd)
 void devstate_intx_mask(Devstate *ds, bool masked)
 {
     ds->intx_masked = masked;
+    if (!masked) {
+        devstate_irq_flush(ds);
+    }
 }
 
 /* Called with the lock held */
@@ -498,10 +686,15 @@ void devstate_disconnect(Devstate *ds)
     unsigned i;
 
     devstate_dma_unmap(ds, 0, 0, true);
-    for (i = 0; i < DEVSTATE_NUM_IRQS; i++) {
-        devstate_set_irq_fd(ds, i, -1);
+    for (i = 0; i < DEVSTATE_NUM_IRQS * DEVSTATE_MAX_IRQ_VECTORS; i++) {
+        devstate_set_irq_fd(ds, i / DEVSTATE_MAX_IRQ_VECTORS,
+                            i % DEVSTATE_MAX_IRQ_VECTORS, -1);
     }
+    ds->irq_pending = 0;
+    ds->msix_on = false;
     ds->connected = false;
+    /* RUNNING at open: the next client finds no state or session of ours */
+    devstate_regions_reset(ds);
 }
 
 /*
@@ -515,7 +708,7 @@ typedef struct {
     uint64_t dma_cursor;
     uint64_t mem_size;
     uint32_t intx_masked;
-    uint32_t reserved;
+    uint32_t irq_pending;   /* interrupts held in P2P, raised on RUNNING */
 } DevstateConfigPayload;
 
 void devstate_config_payload(Devstate *ds, GByteArray *out)
@@ -532,6 +725,7 @@ void devstate_config_payload(Devstate *ds, GByteArray *out)
     p.dma_cursor = GUINT64_TO_LE(ds->dma_cursor);
     p.mem_size = GUINT64_TO_LE(ds->mem_size);
     p.intx_masked = GUINT32_TO_LE(ds->intx_masked);
+    p.irq_pending = GUINT32_TO_LE(ds->irq_pending);
     g_byte_array_append(out, (const guint8 *)&p, sizeof(p));
 }
 
@@ -551,7 +745,9 @@ bool devstate_config_payload_apply(Devstate *ds, const uint8_t *buf,
         (GUINT32_FROM_LE(p.regs[DEVSTATE_REG_CTRL / 4]) &
          ~DEVSTATE_CTRL_MASK) ||
         GUINT64_FROM_LE(p.dma_cursor) >
-        GUINT32_FROM_LE(p.regs[DEVSTATE_REG_DMA_PAGES / 4])) {
+        GUINT32_FROM_LE(p.regs[DEVSTATE_REG_DMA_PAGES / 4]) ||
+        GUINT32_FROM_LE(p.intx_masked) > 1 ||
+        GUINT32_FROM_LE(p.irq_pending) >> DEVSTATE_MAX_IRQ_VECTORS) {
         return false;
     }
     for (i = 0; i < DEVSTATE_NR_REGS; i++) {
@@ -563,6 +759,7 @@ bool devstate_config_payload_apply(Devstate *ds, const uint8_t *buf,
     ds->dma_count = GUINT64_FROM_LE(p.dma_count);
     ds->dma_cursor = GUINT64_FROM_LE(p.dma_cursor);
     ds->intx_masked = GUINT32_FROM_LE(p.intx_masked);
+    ds->irq_pending = GUINT32_FROM_LE(p.irq_pending);
     return true;
 }
 
@@ -590,14 +787,18 @@ char *devstate_status(Devstate *ds)
     s = g_strdup_printf("state=%s logging=%d mutate_count=%" G_GUINT64_FORMAT
                         " dma_count=%" G_GUINT64_FORMAT " dma_passes=%u"
                         " dma_errors=%u mem_size=%" G_GUINT64_FORMAT
-                        " ctrl=0x%x connected=%d dma_maps=%u",
+                        " ctrl=0x%x connected=%d dma_maps=%u"
+                        " irq_count=%" G_GUINT64_FORMAT " irq_pending=0x%x"
+                        " msix=%d dirty_pages=%" G_GUINT64_FORMAT,
                         devstate_state_name(ds->state),
                         !!(ds->state & VFIO_DEVICE_DATA_STATE_LOGGING),
                         ds->mutate_count, ds->dma_count,
                         ds->regs[DEVSTATE_REG_DMA_PASSES / 4],
                         ds->regs[DEVSTATE_REG_DMA_ERRORS / 4],
                         ds->mem_size, ds->regs[DEVSTATE_REG_CTRL / 4],
-                        ds->connected, ds->dma_maps->len);
+                        ds->connected, ds->dma_maps->len, ds->irq_count,
+                        ds->irq_pending, msix_enabled(ds),
+                        ds->mem_dirty_count);
     g_mutex_unlock(&ds->lock);
     return s;
 }

@@ -13,6 +13,9 @@
  *   bit 1     data memory region 128 KiB instead of 64 KiB
  *   bits 2-3  dirty-bitmap region 8, 64, 4096 or 65536 bytes
  *   bit 4     do not negotiate the version first
+ *   bit 5     withhold CAP_P2P (P2P states invalid)
+ *   bit 6     max_data_xfer_size 4 KiB instead of 1 MiB (data regions
+ *             move in several accesses; larger ones are refused)
  * then records, each starting with a kind byte (kind % 5):
  *   0: message:  le16 command, le16 flags, le16 payload length, u8 extra
  *                (bit 0: pass a memfd with it; bit 1: le32 raw hdr.size
@@ -28,12 +31,13 @@
  *                engine, each when the device would run it (the worker
  *                threads are not started; this runs their page function)
  *
- * DEVSTATE_FUZZ_VERBOSE=1 turns on the device's log.
+ * DEVSTATE_FUZZ_VERBOSE=1 turns on the device's log.  DEVSTATE_FUZZ_SEEDS=DIR
+ * writes seed inputs to DIR at start: a save session through P2P, loads
+ * of a good and of a malformed data set, migration_version strings, and
+ * MSI-X with the IRQ register and an FLR.
  *
- * Build (see tooling/fuzz.sh in the project):
- *   clang -fsanitize=fuzzer,address,undefined -I. -Ilinux-headers \
- *     -Itests/vfio-user-devstate devstate-fuzz.c \
- *     devstate-regions.c $(pkg-config --cflags --libs glib-2.0)
+ * Built by meson in a --enable-fuzzing build (ninja target
+ * tests/vfio-user-devstate/devstate-fuzz; tooling/fuzz.sh in the project).
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -173,6 +177,8 @@ static void dev_create(Devstate *ds, uint8_t opts)
     ds->chunk_size = (opts & 2) ? 128 << 10 : 64 << 10;
     ds->bitmap_size = bitmap_sizes[(opts >> 2) & 3];
     ds->no_mmap = opts & 1;
+    ds->no_p2p = opts & 0x20;
+    ds->max_xfer = (opts & 0x40) ? 4096 : 1 << 20;
     ds->verbose = getenv("DEVSTATE_FUZZ_VERBOSE");
     ds->identity = g_strdup("vfio-user-devstate");
     ds->ver_major = 1;
@@ -236,9 +242,167 @@ static void put_region_rw(GByteArray *a, unsigned region, uint64_t off,
     }
 }
 
+/* Seeds, in the input format above */
+
+#define SEED_SET_SIZE   (32 + 8 + DEVSTATE_PAGE_SIZE)   /* one record */
+
+static void seed_ctl(GByteArray *a, uint8_t off, bool wide, uint64_t val)
+{
+    uint8_t rec[3] = { 2, off, wide };
+
+    g_byte_array_append(a, rec, sizeof(rec));
+    g_byte_array_append(a, (const guint8 *)&val, 8);
+}
+
+static void seed_rw(GByteArray *a, uint8_t region, bool write, uint64_t off,
+                    uint16_t count, const void *data)
+{
+    uint8_t rec[3] = { 1, region, write };
+    uint8_t code = count == 1 ? 0 : count == 2 ? 1 : count == 4 ? 2 :
+        count == 8 ? 3 : 4;
+
+    g_byte_array_append(a, rec, sizeof(rec));
+    g_byte_array_append(a, (const guint8 *)&off, 8);
+    g_byte_array_append(a, &code, 1);
+    if (code == 4) {
+        g_byte_array_append(a, (const guint8 *)&count, 2);
+    }
+    if (write) {
+        g_byte_array_append(a, data, count);
+    }
+}
+
+static void seed_ticks(GByteArray *a, uint8_t n)
+{
+    uint8_t rec[2] = { 4, n };
+
+    g_byte_array_append(a, rec, sizeof(rec));
+}
+
+static void seed_write(const char *dir, const char *name, GByteArray *a)
+{
+    g_autofree char *path = g_build_filename(dir, name, NULL);
+    g_autoptr(GError) err = NULL;
+
+    if (!g_file_set_contents(path, (const char *)a->data, a->len, &err)) {
+        fprintf(stderr, "devstate-fuzz: %s\n", err->message);
+        exit(1);
+    }
+}
+
+static void write_seeds(const char *dir)
+{
+    g_autoptr(GByteArray) a = g_byte_array_new();
+    const uint32_t ctrl = DEVSTATE_CTRL_MUTATE | DEVSTATE_CTRL_DMA_IRQ;
+    const uint32_t zero = 0, one = 1;
+    uint8_t opts = 0, flr = 1;
+    unsigned i;
+
+    g_mkdir_with_parents(dir, 0700);
+
+    /* a save session: whole set, dirty pages, P2P, stop-and-copy */
+    g_byte_array_append(a, &opts, 1);
+    seed_rw(a, DEVSTATE_REGION_BAR0, true, DEVSTATE_REG_CTRL, 4, &ctrl);
+    seed_ctl(a, 4, false, VFIO_DEVICE_DATA_STATE_LOGGING);
+    seed_rw(a, DEVSTATE_REGION_CTL, false, 40, 8, NULL);
+    for (i = 0; i < 3; i++) {
+        seed_ctl(a, 32, false, VFIO_DEVICE_DATA_ACTION_GET_BUFFER);
+        seed_rw(a, DEVSTATE_REGION_CTL, false, 48, 8, NULL);
+    }
+    seed_ticks(a, 20);
+    seed_rw(a, DEVSTATE_REGION_CTL, false, 56, 8, NULL);
+    seed_ctl(a, 4, false, VFIO_DEVICE_DATA_STATE_P2P |
+             VFIO_DEVICE_DATA_STATE_LOGGING);
+    seed_rw(a, DEVSTATE_REGION_BAR0, true, DEVSTATE_REG_IRQ, 4, &zero);
+    seed_ctl(a, 4, false, VFIO_DEVICE_DATA_STATE_STOP |
+             VFIO_DEVICE_DATA_STATE_LOGGING);
+    seed_rw(a, DEVSTATE_REGION_CTL, false, 40, 8, NULL);
+    seed_ctl(a, 32, false, VFIO_DEVICE_DATA_ACTION_GET_BUFFER);
+    seed_ctl(a, 16, false, VFIO_DEVICE_DATA_ACTION_GET_BUFFER);
+    seed_ctl(a, 64, true, 0x1000);
+    seed_ctl(a, 72, true, 64);
+    seed_ctl(a, 80, false, VFIO_DEVICE_DATA_ACTION_GET_BITMAP);
+    seed_ctl(a, 4, false, VFIO_DEVICE_DATA_STATE_STOP);
+    seed_write(dir, "save-session", a);
+
+    /* loads: a one-record set, then the same with a bad page */
+    for (i = 0; i < 2; i++) {
+        /* devstate-regions.c's set header: magic "DSMM", version 1 */
+        struct {
+            uint32_t magic, version;
+            uint64_t nr_records, mem_size;
+            uint32_t flags, reserved;
+        } hdr = {
+            .magic = GUINT32_TO_LE(0x4d4d5344),
+            .version = GUINT32_TO_LE(1),
+            .nr_records = GUINT64_TO_LE(1),
+            .mem_size = GUINT64_TO_LE(1 << 20),
+        };
+        uint64_t page = GUINT64_TO_LE(i ? 256 : 5);
+        g_autofree uint8_t *set = g_malloc0(SEED_SET_SIZE);
+
+        memcpy(set, &hdr, sizeof(hdr));
+        memcpy(set + 32, &page, 8);
+        memset(set + 40, 0xa5, DEVSTATE_PAGE_SIZE);
+        g_byte_array_set_size(a, 0);
+        g_byte_array_append(a, &opts, 1);
+        seed_ctl(a, 4, false, VFIO_DEVICE_DATA_STATE_STOP);
+        seed_ctl(a, 40, true, SEED_SET_SIZE);
+        seed_rw(a, DEVSTATE_REGION_DATA_MEMORY, true, 0,
+                SEED_SET_SIZE, set);
+        seed_ctl(a, 32, false, VFIO_DEVICE_DATA_ACTION_SET_BUFFER);
+        seed_rw(a, DEVSTATE_REGION_CTL, false, 48, 8, NULL);
+        seed_ctl(a, 24, true, 64);
+        seed_ctl(a, 16, false, VFIO_DEVICE_DATA_ACTION_SET_BUFFER);
+        seed_write(dir, i ? "load-bad-page" : "load", a);
+    }
+
+    /* migration_version: accepted, wrapped, signed */
+    g_byte_array_set_size(a, 0);
+    g_byte_array_append(a, &opts, 1);
+    {
+        static const char *const v[] = {
+            "vfio-user-devstate-1.0.0", "vfio-user-devstate-4294967297.0.0",
+            "vfio-user-devstate-+1.+0.+0", "vfio-user-devstate-1.0.0\n",
+        };
+
+        for (i = 0; i < G_N_ELEMENTS(v); i++) {
+            seed_rw(a, DEVSTATE_REGION_VERSION, true, 0, strlen(v[i]) + 1,
+                    v[i]);
+        }
+    }
+    seed_write(dir, "version", a);
+
+    /* MSI-X: an fd for vector 0, the IRQ register, PBA, an FLR */
+    g_byte_array_set_size(a, 0);
+    g_byte_array_append(a, &opts, 1);
+    {
+        uint8_t rec[8] = { 0, VFIO_USER_DEVICE_SET_IRQS, 0, 0, 0, 20, 0, 1 };
+        uint32_t irqs[5] = {
+            20, VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER,
+            VFIO_PCI_MSIX_IRQ_INDEX, 0, 1,
+        };
+        uint32_t id = 7;
+
+        g_byte_array_append(a, rec, sizeof(rec));
+        g_byte_array_append(a, (const guint8 *)&id, 4);
+        g_byte_array_append(a, (const guint8 *)irqs, sizeof(irqs));
+    }
+    seed_rw(a, DEVSTATE_REGION_BAR0, true, DEVSTATE_REG_IRQ, 4, &zero);
+    seed_rw(a, DEVSTATE_REGION_BAR0, true, DEVSTATE_REG_IRQ, 4, &one);
+    seed_rw(a, DEVSTATE_REGION_BAR1, false, DEVSTATE_MSIX_PBA_OFFSET, 8, NULL);
+    seed_rw(a, DEVSTATE_REGION_CONFIG, true, DEVSTATE_CAP_AF + 4, 1, &flr);
+    seed_write(dir, "msix-flr", a);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
+    const char *seeds = getenv("DEVSTATE_FUZZ_SEEDS");
+
     signal(SIGPIPE, SIG_IGN);   /* as main() does */
+    if (seeds) {
+        write_seeds(seeds);
+    }
     return 0;
 }
 
@@ -264,7 +428,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     dev_create(ds, opts);
     c.ds = ds;
     c.fd = sv[1];
-    c.max_xfer = MIN(MAX(1 << 20, ds->chunk_size), VFIO_USER_MAX_MAX_XFER);
+    c.max_xfer = ds->max_xfer;
     ds->connected = true;
     pthread_create(&drain, NULL, drain_thread, (void *)(intptr_t)sv[0]);
 
@@ -411,6 +575,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     close(sv[1]);
     pthread_join(drain, NULL);
     close(sv[0]);
+    g_free(c.buf);
     dev_destroy(ds);
     return 0;
 }

@@ -10,8 +10,13 @@
  * checks all of it before it applies anything.
  *
  * Device-memory data set: struct devstate_mem_hdr, then nr_records records
- * of { u64 page index; u8 data[4096] }.  A data set with no record has
- * length 0 (no header) and is closed as soon as its size is read.
+ * of { u64 page index; u8 data[4096] }, pages in ascending order.  A data
+ * set with no record has length 0 (no header) and is closed as soon as its
+ * size is read.  device_memory.pos (read-only) is 0 when a set opens and
+ * advances by each chunk; pending counts the dirtied pages since the set
+ * in progress was opened, so a dirty set is never larger than the whole
+ * set that opened its session.  Loads apply each chunk in place once it
+ * is checked (no staging copy).
  *
  * Copyright (c) 2025 The QEMU project contributors
  *
@@ -20,6 +25,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,24 +87,28 @@ const char *devstate_state_name(uint32_t state)
 {
     static const char *const names[] = {
         "RUNNING", "STOP", "RUNNING|LOGGING", "STOP|LOGGING",
+        "P2P", "INVALID", "P2P|LOGGING", "INVALID",
     };
 
     return state < G_N_ELEMENTS(names) ? names[state] : "INVALID";
 }
 
+/* A state name, with | or +, or its value; -2 if none */
 static int parse_state(const char *s)
 {
     unsigned i;
 
-    for (i = 0; i < 4; i++) {
+    for (i = 0; i <= VFIO_DEVICE_DATA_STATE_MASK; i++) {
         g_autofree char *alt = g_strdelimit(g_strdup(devstate_state_name(i)),
                                             "|", '+');
 
-        if (!strcmp(s, devstate_state_name(i)) || !strcmp(s, alt)) {
+        if (strcmp(devstate_state_name(i), "INVALID") &&
+            (!strcmp(s, devstate_state_name(i)) || !strcmp(s, alt))) {
             return i;
         }
     }
-    if (s[0] >= '0' && s[0] <= '3' && !s[1]) {
+    if (s[0] >= '0' && s[0] <= '7' && !s[1] &&
+        strcmp(devstate_state_name(s[0] - '0'), "INVALID")) {
         return s[0] - '0';
     }
     return -2;
@@ -226,23 +236,35 @@ int devstate_fault(Devstate *ds, DevstateFaultPoint point, int from, int to)
 
 /* Device-memory data sets */
 
-static void set_close(DevstateDataSet *set, uint64_t staging_len)
-{
-    g_free(set->pages);
-    if (set->staging) {
-        munmap(set->staging, staging_len);
-    }
-    memset(set, 0, sizeof(*set));
-}
-
 static void save_set_close(Devstate *ds)
 {
-    set_close(&ds->save_set, 0);
+    g_free(ds->save_set.pages);
+    memset(&ds->save_set, 0, sizeof(ds->save_set));
 }
 
 static void load_set_close(Devstate *ds)
 {
-    set_close(&ds->load_set, ds->load_set.size);
+    memset(&ds->load_set, 0, sizeof(ds->load_set));
+}
+
+static uint64_t set_bytes(uint64_t nr_records)
+{
+    return nr_records ? MEM_HDR_SIZE + nr_records * MEM_REC_SIZE : 0;
+}
+
+/*
+ * device_memory.pending: the size the next data set would have if it were
+ * opened now.  Outside a logging session there is no next data set of the
+ * session (0).  A dirty set never holds more records than there are pages,
+ * so it is never larger than the whole snapshot that opened the session;
+ * when every page is dirty it is that snapshot (flag bit 0).
+ */
+static uint64_t mem_pending(Devstate *ds)
+{
+    if (!(ds->state & VFIO_DEVICE_DATA_STATE_LOGGING)) {
+        return 0;
+    }
+    return set_bytes(ds->mem_dirty_count);
 }
 
 /*
@@ -256,19 +278,28 @@ static void save_set_open(Devstate *ds)
     bool logging = ds->state & VFIO_DEVICE_DATA_STATE_LOGGING;
     uint64_t p, n = 0;
 
+    load_set_close(ds);
     set->pages = g_new(uint32_t, ds->nr_pages);
     for (p = 0; p < ds->nr_pages; p++) {
-        if (!logging || (ds->mem_dirty[p / 64] & (1ull << (p % 64)))) {
+        uint64_t w = ds->mem_dirty[p / 64];
+
+        if (logging && !(p % 64) && !w) {
+            p += 63;                            /* a clean word */
+            continue;
+        }
+        if (!logging || (w & (1ull << (p % 64)))) {
             set->pages[n++] = p;
         }
     }
     if (logging) {
         memset(ds->mem_dirty, 0, (ds->nr_pages + 63) / 64 * 8);
+        ds->mem_dirty_count = 0;
     }
     set->nr_pages = n;
-    set->size = n ? MEM_HDR_SIZE + n * MEM_REC_SIZE : 0;
-    set->next_pos = 0;
+    set->size = set_bytes(n);
+    set->pos = 0;
     set->open = n != 0;
+    ds->ctl.device_memory.pos = 0;
     devstate_log(ds, "data set opened: %" G_GUINT64_FORMAT " pages, %"
                  G_GUINT64_FORMAT " bytes", n, set->size);
     if (!set->open) {
@@ -316,118 +347,185 @@ static void save_set_emit(Devstate *ds, uint64_t pos, uint8_t *buf,
     }
 }
 
+/* GET_BUFFER: the chunk at pos into the region, pos advances past it */
 static int mem_get_buffer(Devstate *ds)
 {
     DevstateDataSet *set = &ds->save_set;
-    uint64_t pos = ds->ctl.device_memory.pos;
     uint64_t chunk = ds->region_size[DEVSTATE_REGION_DATA_MEMORY];
+    uint64_t len;
     int ret;
 
-    if (!set->open || pos != set->next_pos || pos >= set->size) {
+    if (!set->open) {
+        devstate_log(ds, "GET_BUFFER refused: no data set open");
         return -EINVAL;
     }
     ret = devstate_fault(ds, FAULT_MEM_GET, -1, -1);
     if (ret) {
         return ret;
     }
-    save_set_emit(ds, pos, ds->region_buf[DEVSTATE_REGION_DATA_MEMORY],
-                  MIN(chunk, set->size - pos));
-    set->next_pos = pos + chunk;
-    if (set->next_pos >= set->size) {
+    len = MIN(chunk, set->size - set->pos);
+    save_set_emit(ds, set->pos, ds->region_buf[DEVSTATE_REGION_DATA_MEMORY],
+                  len);
+    set->pos += len;
+    ds->ctl.device_memory.pos = set->pos;
+    if (set->pos == set->size) {
         devstate_log(ds, "data set closed");
         save_set_close(ds);
     }
     return 0;
 }
 
+/* Writing size opens a data set to load; nothing is applied yet */
 static int mem_set_size(Devstate *ds, uint64_t size)
 {
     DevstateDataSet *set = &ds->load_set;
-    uint64_t max = MEM_HDR_SIZE + ds->nr_pages * MEM_REC_SIZE;
+    uint64_t max = set_bytes(ds->nr_pages);
 
     if (ds->state != VFIO_DEVICE_DATA_STATE_STOP) {
         return -EBUSY;
     }
     if (size && (size < MEM_HDR_SIZE + MEM_REC_SIZE || size > max ||
                  (size - MEM_HDR_SIZE) % MEM_REC_SIZE)) {
+        devstate_log(ds, "data set of %" G_GUINT64_FORMAT " bytes refused: "
+                     "not a whole number of records of %" G_GUINT64_FORMAT
+                     " pages", size, ds->nr_pages);
         return -EINVAL;
     }
+    save_set_close(ds);
     load_set_close(ds);
+    ds->ctl.device_memory.pos = 0;
     if (!size) {
         return 0;
-    }
-    set->staging = mmap(NULL, size, PROT_READ | PROT_WRITE,
-                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (set->staging == MAP_FAILED) {
-        set->staging = NULL;
-        return -ENOMEM;
     }
     set->size = size;
     set->open = true;
     return 0;
 }
 
-/* Check the complete staged set, then apply it: all or nothing */
-static int mem_load_apply(Devstate *ds)
+static int mem_check_hdr(Devstate *ds, const uint8_t *buf)
 {
     DevstateDataSet *set = &ds->load_set;
     struct devstate_mem_hdr hdr;
-    uint64_t i, nr;
+    uint64_t nr;
+    uint32_t flags;
 
-    memcpy(&hdr, set->staging, sizeof(hdr));
+    memcpy(&hdr, buf, sizeof(hdr));
     nr = GUINT64_FROM_LE(hdr.nr_records);
+    flags = GUINT32_FROM_LE(hdr.flags);
     if (GUINT32_FROM_LE(hdr.magic) != DEVSTATE_MEM_MAGIC ||
         GUINT32_FROM_LE(hdr.version) != 1 ||
         GUINT64_FROM_LE(hdr.mem_size) != ds->mem_size ||
-        nr > ds->nr_pages || MEM_HDR_SIZE + nr * MEM_REC_SIZE != set->size) {
+        !nr || nr > ds->nr_pages || set_bytes(nr) != set->size ||
+        (flags & ~1u) || ((flags & 1) && nr != ds->nr_pages) ||
+        hdr.reserved) {
+        devstate_log(ds, "data set refused: bad header (magic 0x%x, "
+                     "%" G_GUINT64_FORMAT " records, memory %"
+                     G_GUINT64_FORMAT ", flags 0x%x)",
+                     GUINT32_FROM_LE(hdr.magic), nr,
+                     (uint64_t)GUINT64_FROM_LE(hdr.mem_size), flags);
         return -EINVAL;
     }
-    for (i = 0; i < nr; i++) {
-        uint64_t page;
-
-        memcpy(&page, set->staging + MEM_HDR_SIZE + i * MEM_REC_SIZE, 8);
-        if (GUINT64_FROM_LE(page) >= ds->nr_pages) {
-            return -EINVAL;
-        }
-    }
-    for (i = 0; i < nr; i++) {
-        uint8_t *rec = set->staging + MEM_HDR_SIZE + i * MEM_REC_SIZE;
-        uint64_t page;
-
-        memcpy(&page, rec, 8);
-        memcpy(ds->mem + GUINT64_FROM_LE(page) * DEVSTATE_PAGE_SIZE, rec + 8,
-               DEVSTATE_PAGE_SIZE);
-    }
-    devstate_log(ds, "data set loaded: %" G_GUINT64_FORMAT " pages", nr);
+    set->nr_records = nr;
     return 0;
 }
 
+/*
+ * Walk the records in bytes [pos, pos + len) of the set being loaded,
+ * from the cursor *cur.  Without apply, only check: every record's page
+ * is a page of the device, in strictly ascending order.  With apply, copy
+ * the page bytes to device memory.  Returns false on a bad record.
+ */
+static bool mem_load_walk(Devstate *ds, DevstateLoadCursor *cur,
+                          const uint8_t *buf, uint64_t len, bool apply)
+{
+    while (len) {
+        uint64_t n;
+
+        if (cur->rec_off < 8) {
+            n = MIN(len, 8 - cur->rec_off);
+            memcpy(cur->idx + cur->rec_off, buf, n);
+            if (cur->rec_off + n == 8) {
+                uint64_t page;
+
+                memcpy(&page, cur->idx, 8);
+                page = GUINT64_FROM_LE(page);
+                if (page >= ds->nr_pages ||
+                    (cur->records && page <= cur->last_page)) {
+                    devstate_log(ds, "data set refused: record %"
+                                 G_GUINT64_FORMAT " is page %"
+                                 G_GUINT64_FORMAT " (%" G_GUINT64_FORMAT
+                                 " pages, ascending)", cur->records, page,
+                                 ds->nr_pages);
+                    return false;
+                }
+                cur->page = cur->last_page = page;
+                cur->records++;
+            }
+        } else {
+            n = MIN(len, MEM_REC_SIZE - cur->rec_off);
+            if (apply) {
+                memcpy(ds->mem + cur->page * DEVSTATE_PAGE_SIZE +
+                       cur->rec_off - 8, buf, n);
+            }
+        }
+        cur->rec_off = (cur->rec_off + n) % MEM_REC_SIZE;
+        buf += n;
+        len -= n;
+    }
+    return true;
+}
+
+/*
+ * SET_BUFFER: take min(R, size - pos) bytes from the region.  The chunk is
+ * checked whole (the header with the first chunk) before any of it is
+ * applied, and then applied in place: no staging copy of the set.  A bad
+ * chunk changes nothing and aborts the set; chunks before it stay applied
+ * (each page a valid page of the source), and QEMU resets a device whose
+ * load failed.
+ */
 static int mem_set_buffer(Devstate *ds)
 {
     DevstateDataSet *set = &ds->load_set;
-    uint64_t pos = ds->ctl.device_memory.pos;
     uint64_t chunk = ds->region_size[DEVSTATE_REGION_DATA_MEMORY];
+    const uint8_t *buf = ds->region_buf[DEVSTATE_REGION_DATA_MEMORY];
+    DevstateLoadCursor check;
+    uint64_t len, skip = 0;
     int ret;
 
     if (ds->state != VFIO_DEVICE_DATA_STATE_STOP) {
         return -EBUSY;
     }
-    if (!set->open || pos != set->next_pos || pos >= set->size) {
+    if (!set->open) {
+        devstate_log(ds, "SET_BUFFER refused: no data set open");
         return -EINVAL;
     }
     ret = devstate_fault(ds, FAULT_MEM_SET, -1, -1);
     if (ret) {
         return ret;
     }
-    memcpy(set->staging + pos, ds->region_buf[DEVSTATE_REGION_DATA_MEMORY],
-           MIN(chunk, set->size - pos));
-    set->next_pos = pos + chunk;
-    if (set->next_pos < set->size) {
-        return 0;
+    len = MIN(chunk, set->size - set->pos);
+    if (set->pos == 0) {
+        ret = mem_check_hdr(ds, buf);           /* chunk >= 64 KiB */
+        if (ret) {
+            load_set_close(ds);
+            return ret;
+        }
+        skip = MEM_HDR_SIZE;
     }
-    ret = mem_load_apply(ds);
-    load_set_close(ds);
-    return ret;
+    check = set->cur;
+    if (!mem_load_walk(ds, &check, buf + skip, len - skip, false)) {
+        load_set_close(ds);
+        return -EINVAL;
+    }
+    mem_load_walk(ds, &set->cur, buf + skip, len - skip, true);
+    set->pos += len;
+    ds->ctl.device_memory.pos = set->pos;
+    if (set->pos == set->size) {
+        devstate_log(ds, "data set loaded: %" G_GUINT64_FORMAT " pages",
+                     set->cur.records);
+        load_set_close(ds);
+    }
+    return 0;
 }
 
 /* Config blob */
@@ -438,7 +536,7 @@ static int config_get_buffer(Devstate *ds)
     g_autoptr(GChecksum) sum = g_checksum_new(G_CHECKSUM_SHA256);
     struct devstate_config_hdr hdr = {
         .magic = GUINT32_TO_LE(DEVSTATE_CONFIG_MAGIC),
-        .interface_version = GUINT32_TO_LE(VFIO_DEVICE_STATE_INTERFACE_VERSION),
+        .interface_version = GUINT32_TO_LE(VFIO_DEVICE_DATA_INTERFACE_VERSION),
         .major = GUINT32_TO_LE(ds->ver_major),
         .minor = GUINT32_TO_LE(ds->ver_minor),
         .bugfix = GUINT32_TO_LE(ds->ver_bugfix),
@@ -495,7 +593,7 @@ static int config_set_buffer(Devstate *ds)
     g_checksum_get_digest(sum, digest, &dlen);
     if (GUINT32_FROM_LE(hdr.magic) != DEVSTATE_CONFIG_MAGIC ||
         GUINT32_FROM_LE(hdr.interface_version) !=
-        VFIO_DEVICE_STATE_INTERFACE_VERSION ||
+        VFIO_DEVICE_DATA_INTERFACE_VERSION ||
         GUINT32_FROM_LE(hdr.payload_len) !=
         len - sizeof(hdr) - SHA256_LEN ||
         memcmp(digest, buf + len - SHA256_LEN, SHA256_LEN) ||
@@ -555,8 +653,14 @@ static int get_bitmap(Devstate *ds)
 
 static void logging_start(Devstate *ds)
 {
+    uint64_t words = (ds->nr_pages + 63) / 64;
+
     /* Every page dirty: the first data set is a whole snapshot */
-    memset(ds->mem_dirty, 0xff, (ds->nr_pages + 63) / 64 * 8);
+    memset(ds->mem_dirty, 0xff, words * 8);
+    if (ds->nr_pages % 64) {
+        ds->mem_dirty[words - 1] = (1ull << (ds->nr_pages % 64)) - 1;
+    }
+    ds->mem_dirty_count = ds->nr_pages;
     g_hash_table_remove_all(ds->sys_dirty);
     save_set_close(ds);
 }
@@ -564,8 +668,25 @@ static void logging_start(Devstate *ds)
 static void logging_stop(Devstate *ds)
 {
     memset(ds->mem_dirty, 0, (ds->nr_pages + 63) / 64 * 8);
+    ds->mem_dirty_count = 0;
     g_hash_table_remove_all(ds->sys_dirty);
     save_set_close(ds);
+}
+
+/*
+ * Valid: RUNNING, P2P (with CAP_P2P) and STOP, each with or without
+ * LOGGING.  STOP|P2P is not a state.
+ */
+static bool state_valid(Devstate *ds, uint32_t s)
+{
+    if (s & ~VFIO_DEVICE_DATA_STATE_MASK) {
+        return false;
+    }
+    if (s & VFIO_DEVICE_DATA_STATE_P2P) {
+        return !(s & VFIO_DEVICE_DATA_STATE_STOP) &&
+            (ds->ctl.caps & VFIO_DEVICE_DATA_CAP_P2P);
+    }
+    return true;
 }
 
 static int set_state(Devstate *ds, uint32_t new)
@@ -573,7 +694,7 @@ static int set_state(Devstate *ds, uint32_t new)
     uint32_t old = ds->state;
     int ret;
 
-    if (new & ~VFIO_DEVICE_DATA_STATE_MASK) {
+    if (!state_valid(ds, new)) {
         devstate_log(ds, "state %s -> 0x%x refused: %s",
                      devstate_state_name(old), new, g_strerror(EINVAL));
         return -EINVAL;
@@ -601,6 +722,7 @@ static int set_state(Devstate *ds, uint32_t new)
     ds->ctl.device_state = new;
     devstate_log(ds, "state %s -> %s", devstate_state_name(old),
                  devstate_state_name(new));
+    devstate_irq_flush(ds);                     /* held in P2P */
     return 0;
 }
 
@@ -622,13 +744,23 @@ static const struct {
     { 32, 4, WO, "device_memory.action" },
     { 36, 4, RO, "device_memory.reserved" },
     { 40, 8, RW, "device_memory.size" },
-    { 48, 8, RW, "device_memory.pos" },
-    { 56, 8, WO, "system_memory.start_pfn" },
-    { 64, 8, WO, "system_memory.page_nr" },
-    { 72, 4, WO, "system_memory.action" },
-    { 76, 4, RO, "system_memory.page_shift" },
-    { 80, 8, RO, "reserved2" },
+    { 48, 8, RO, "device_memory.pos" },
+    { 56, 8, RO, "device_memory.pending" },
+    { 64, 8, WO, "system_memory.start_pfn" },
+    { 72, 8, WO, "system_memory.page_nr" },
+    { 80, 4, WO, "system_memory.action" },
+    { 84, 4, RO, "system_memory.page_shift" },
 };
+
+G_STATIC_ASSERT(sizeof(struct vfio_device_state_ctl) == 88);
+G_STATIC_ASSERT(offsetof(struct vfio_device_state_ctl,
+                         device_memory.pos) == 48);
+G_STATIC_ASSERT(offsetof(struct vfio_device_state_ctl,
+                         device_memory.pending) == 56);
+G_STATIC_ASSERT(offsetof(struct vfio_device_state_ctl,
+                         system_memory.start_pfn) == 64);
+G_STATIC_ASSERT(offsetof(struct vfio_device_state_ctl,
+                         system_memory.page_shift) == 84);
 
 static int ctl_write(Devstate *ds, unsigned off, uint64_t val)
 {
@@ -659,19 +791,13 @@ static int ctl_write(Devstate *ds, unsigned off, uint64_t val)
         return -EINVAL;
     case 40:
         return mem_set_size(ds, val);
-    case 48:
-        if (val % ds->region_size[DEVSTATE_REGION_DATA_MEMORY]) {
-            return -EINVAL;
-        }
-        c->device_memory.pos = val;
-        return 0;
-    case 56:
+    case 64:
         c->system_memory.start_pfn = val;
         return 0;
-    case 64:
+    case 72:
         c->system_memory.page_nr = val;
         return 0;
-    case 72:
+    case 80:
         return val == VFIO_DEVICE_DATA_ACTION_GET_BITMAP ? get_bitmap(ds) :
             -EINVAL;
     }
@@ -692,6 +818,9 @@ static uint64_t ctl_read(Devstate *ds, unsigned off)
     case 24:
         return c->device_config.size;
     case 40:
+        if (ds->load_set.open) {
+            return ds->load_set.size;
+        }
         if (!ds->save_set.open) {
             save_set_open(ds);
             return ds->save_set.open ? ds->save_set.size : 0;
@@ -700,10 +829,8 @@ static uint64_t ctl_read(Devstate *ds, unsigned off)
     case 48:
         return c->device_memory.pos;
     case 56:
-        return c->system_memory.start_pfn;
-    case 64:
-        return c->system_memory.page_nr;
-    case 76:
+        return mem_pending(ds);
+    case 84:
         return c->system_memory.page_shift;
     }
     return 0;                                   /* reserved, actions */
@@ -743,36 +870,90 @@ static int ctl_access(Devstate *ds, uint64_t off, uint32_t count, void *buf,
     return ret;
 }
 
-/* migration_version: "<identity>-<major>.<minor>.<bugfix>" */
+/* One decimal part: digits only, no sign or blank, fits 32 bits */
+static bool parse_part(const char **p, uint32_t *out)
+{
+    uint64_t v = 0;
+    const char *s = *p;
+
+    if (!g_ascii_isdigit(*s)) {
+        return false;
+    }
+    for (; g_ascii_isdigit(*s); s++) {
+        v = v * 10 + (*s - '0');
+        if (v > G_MAXUINT32) {
+            return false;
+        }
+    }
+    *out = v;
+    *p = s;
+    return true;
+}
+
+/*
+ * "<identity>-<major>.<minor>.<bugfix>" with at most one trailing
+ * newline; the identity is printable ASCII without blanks and ends at the
+ * last '-'.  *identity is allocated on success.
+ */
+bool devstate_parse_version(const char *s, char **identity, uint32_t *major,
+                            uint32_t *minor, uint32_t *bugfix)
+{
+    const char *dash = strrchr(s, '-'), *p, *c;
+
+    if (!dash || dash == s) {
+        return false;
+    }
+    for (c = s; c < dash; c++) {
+        if (!g_ascii_isgraph(*c)) {
+            return false;
+        }
+    }
+    p = dash + 1;
+    if (!parse_part(&p, major) || *p++ != '.' ||
+        !parse_part(&p, minor) || *p++ != '.' ||
+        !parse_part(&p, bugfix)) {
+        return false;
+    }
+    if (*p == '\n') {
+        p++;
+    }
+    if (*p) {
+        return false;
+    }
+    *identity = g_strndup(s, dash - s);
+    return true;
+}
+
+/* migration_version: written NUL-terminated, or the whole write a string */
 static int version_check(Devstate *ds, const char *buf, uint32_t count)
 {
     g_autofree char *s = g_strndup(buf, count);
-    size_t len = strlen(s);
-    unsigned major, minor, bugfix;
-    char *dash, tail;
+    g_autofree char *id = NULL;
+    g_autofree char *shown = NULL;
+    uint32_t major, minor, bugfix;
     int ret;
 
     ret = devstate_fault(ds, FAULT_VERSION, -1, -1);
     if (ret) {
         return ret;
     }
-    if (len && s[len - 1] == '\n') {
-        s[--len] = 0;
-    }
-    dash = strrchr(s, '-');
-    if (!dash || sscanf(dash + 1, "%u.%u.%u%c", &major, &minor, &bugfix,
-                        &tail) != 3) {
-        devstate_log(ds, "version '%s' refused: malformed", s);
+    shown = g_strescape(s, NULL);
+    if (memchr(buf, 0, count) && strlen(s) + 1 != count) {
+        devstate_log(ds, "version '%s' refused: bytes after the NUL", shown);
         return -EINVAL;
     }
-    *dash = 0;
-    if (strcmp(s, ds->identity) || major != ds->ver_major ||
+    if (!devstate_parse_version(s, &id, &major, &minor, &bugfix)) {
+        devstate_log(ds, "version '%s' refused: not "
+                     "IDENTITY-MAJOR.MINOR.BUGFIX", shown);
+        return -EINVAL;
+    }
+    if (strcmp(id, ds->identity) || major != ds->ver_major ||
         minor > ds->ver_minor) {
-        devstate_log(ds, "version '%s-%u.%u.%u' refused by %s", s, major,
+        devstate_log(ds, "version '%s-%u.%u.%u' refused by %s", id, major,
                      minor, bugfix, ds->version_str);
         return -EPROTO;
     }
-    devstate_log(ds, "version '%s-%u.%u.%u' accepted", s, major, minor,
+    devstate_log(ds, "version '%s-%u.%u.%u' accepted", id, major, minor,
                  bugfix);
     return 0;
 }
@@ -788,6 +969,8 @@ int devstate_region_access(Devstate *ds, unsigned index, uint64_t off,
     switch (index) {
     case DEVSTATE_REGION_BAR0:
         return devstate_bar0_access(ds, off, count, buf, is_write);
+    case DEVSTATE_REGION_BAR1:
+        return devstate_bar1_access(ds, off, count, buf, is_write);
     case DEVSTATE_REGION_CONFIG:
         return devstate_pci_cfg_access(ds, off, count, buf, is_write);
     case DEVSTATE_REGION_CTL:
@@ -811,6 +994,27 @@ int devstate_region_access(Devstate *ds, unsigned index, uint64_t off,
     return -EINVAL;
 }
 
+/*
+ * The bytes a read of a data region returns, in place (no copy): NULL for
+ * other regions and for accesses out of bounds.
+ */
+const uint8_t *devstate_region_data(Devstate *ds, unsigned index,
+                                    uint64_t off, uint32_t count)
+{
+    uint64_t size;
+
+    if (index != DEVSTATE_REGION_DATA_CONFIG &&
+        index != DEVSTATE_REGION_DATA_MEMORY &&
+        index != DEVSTATE_REGION_DATA_BITMAP) {
+        return NULL;
+    }
+    size = ds->region_size[index];
+    if (!count || off > size || count > size - off) {
+        return NULL;
+    }
+    return ds->region_buf[index] + off;
+}
+
 static void region_alloc(Devstate *ds, unsigned index, const char *name)
 {
     uint64_t size = ds->region_size[index];
@@ -820,7 +1024,7 @@ static void region_alloc(Devstate *ds, unsigned index, const char *name)
         g_error("memfd for %s: %s", name, g_strerror(errno));
     }
     ds->region_buf[index] = mmap(NULL, size, PROT_READ | PROT_WRITE,
-                                 MAP_SHARED, fd, 0);
+                                 MAP_SHARED | MAP_POPULATE, fd, 0);
     if (ds->region_buf[index] == MAP_FAILED) {
         g_error("mmap of %s: %s", name, g_strerror(errno));
     }
@@ -835,12 +1039,13 @@ void devstate_regions_init(Devstate *ds)
         ds->region_fd[i] = -1;
     }
     ds->region_size[DEVSTATE_REGION_BAR0] = DEVSTATE_BAR0_SIZE;
+    ds->region_size[DEVSTATE_REGION_BAR1] = DEVSTATE_BAR1_SIZE;
     ds->region_size[DEVSTATE_REGION_CONFIG] = DEVSTATE_CFG_SPACE_SIZE;
     ds->region_size[DEVSTATE_REGION_CTL] = sizeof(struct vfio_device_state_ctl);
     ds->region_size[DEVSTATE_REGION_DATA_CONFIG] = DEVSTATE_DATA_CONFIG_SIZE;
     ds->region_size[DEVSTATE_REGION_DATA_MEMORY] = ds->chunk_size;
     ds->region_size[DEVSTATE_REGION_DATA_BITMAP] = ds->bitmap_size;
-    ds->region_size[DEVSTATE_REGION_VERSION] = VFIO_DEVICE_STATE_VERSION_MAX;
+    ds->region_size[DEVSTATE_REGION_VERSION] = VFIO_DEVICE_DATA_VERSION_MAX;
     region_alloc(ds, DEVSTATE_REGION_DATA_CONFIG, "devstate-config");
     region_alloc(ds, DEVSTATE_REGION_DATA_MEMORY, "devstate-memory");
     region_alloc(ds, DEVSTATE_REGION_DATA_BITMAP, "devstate-bitmap");
@@ -850,16 +1055,17 @@ void devstate_regions_init(Devstate *ds)
     devstate_regions_reset(ds);
 }
 
-/* Back to RUNNING, logging off, no data set open */
+/* Back to RUNNING, the logging session ended, no data set open */
 void devstate_regions_reset(Devstate *ds)
 {
     save_set_close(ds);
     load_set_close(ds);
     logging_stop(ds);
     memset(&ds->ctl, 0, sizeof(ds->ctl));
-    ds->ctl.version = VFIO_DEVICE_STATE_INTERFACE_VERSION;
+    ds->ctl.version = VFIO_DEVICE_DATA_INTERFACE_VERSION;
     ds->ctl.caps = VFIO_DEVICE_DATA_CAP_DEVICE_MEMORY |
-        VFIO_DEVICE_DATA_CAP_SYSTEM_MEMORY;
+        VFIO_DEVICE_DATA_CAP_SYSTEM_MEMORY |
+        (ds->no_p2p ? 0 : VFIO_DEVICE_DATA_CAP_P2P);
     ds->ctl.system_memory.page_shift = DEVSTATE_PAGE_SHIFT;
     if (ds->state != VFIO_DEVICE_DATA_STATE_RUNNING) {
         devstate_log(ds, "state %s -> RUNNING (reset)",

@@ -22,10 +22,21 @@
  *   0x30 DMA_PASSES      ro  complete passes over the DMA window
  *   0x34 DEVMEM_MIB      ro  device memory size in MiB
  *   0x38 DMA_ERRORS      ro  DMA pages skipped (address not mapped)
- *   0x3c STATUS          ro  bit0 STOP, bit1 LOGGING (the device state)
+ *   0x3c STATUS          ro  bit0 STOP, bit1 LOGGING, bit2 P2P (the
+ *                            device state)
+ *   0x40 IRQ             wo  raise one interrupt: MSI-X vector (value) when
+ *                            MSI-X is enabled, else MSI, else INTx; reads 0
  *
  * Other offsets read as 0 and ignore writes.  The registers and counters
- * are the device's config state (saved with the device config).
+ * are the device's config state (saved with the device config).  In STOP
+ * a register write fails (EBUSY): a stopped device changes none of its
+ * state.  In P2P it completes; an interrupt it would raise (IRQ, the end
+ * of a DMA pass) is held pending and raised once the device runs again.
+ *
+ * BAR1 is 4 KiB holding the MSI-X table (DEVSTATE_MSIX_VECTORS entries at
+ * offset 0) and the PBA (at offset 0x800).  Config space has an Advanced
+ * Features capability at 0x40 (FLR: writing 1 to its control byte resets
+ * the device) and the MSI-X capability at 0x48.
  *
  * Every page the DMA engine writes starts with a struct devstate_dma_stamp
  * and is filled with the 64-bit word (pass << 32 | page index).
@@ -68,6 +79,7 @@
 #define DEVSTATE_REG_DMA_ERRORS     0x38
 #define DEVSTATE_REG_STATUS         0x3c
 #define DEVSTATE_NR_REGS            16
+#define DEVSTATE_REG_IRQ            0x40    /* not in the saved registers */
 
 #define DEVSTATE_CTRL_MUTATE        (1u << 0)
 #define DEVSTATE_CTRL_DMA           (1u << 1)
@@ -76,6 +88,17 @@
 
 #define DEVSTATE_STATUS_STOP        (1u << 0)
 #define DEVSTATE_STATUS_LOGGING     (1u << 1)
+#define DEVSTATE_STATUS_P2P         (1u << 2)
+
+/* BAR1: MSI-X table and PBA */
+#define DEVSTATE_BAR1_SIZE          4096
+#define DEVSTATE_MSIX_VECTORS       4
+#define DEVSTATE_MSIX_TABLE_OFFSET  0x000
+#define DEVSTATE_MSIX_PBA_OFFSET    0x800
+
+/* Config-space capabilities */
+#define DEVSTATE_CAP_AF             0x40    /* Advanced Features: FLR */
+#define DEVSTATE_CAP_MSIX           0x48
 
 #define DEVSTATE_DMA_MAGIC          0x50414d44 /* "DMAP" */
 

@@ -11,7 +11,13 @@
  *   clear POINT|all         -> "ok" or "error <reason>"
  *   ping                    -> "pong"
  * POINT: arc, arc:FROM->TO, config-get, config-set, mem-get, mem-set,
- * bitmap, version.
+ * bitmap, version.  FROM and TO are state names (RUNNING, STOP, P2P, each
+ * with or without |LOGGING, '+' for '|') or values.
+ *
+ * The device offers CAP_P2P unless --no-p2p, advertises --max-xfer as its
+ * max_data_xfer_size and refuses any larger access.  Any reset (DEVICE_RESET,
+ * an FLR through the AF capability, a disconnect or a new connection)
+ * returns the state machine to RUNNING and ends the logging session.
  *
  * Copyright (c) 2025 The QEMU project contributors
  *
@@ -140,12 +146,13 @@ int main(int argc, char **argv)
     g_autofree char *socket_path = NULL, *control_path = NULL;
     g_autofree char *mem_size = NULL, *chunk_size = NULL;
     g_autofree char *bitmap_size = NULL, *version = NULL;
+    g_autofree char *max_xfer = NULL;
     g_autofree char *identity = NULL;
     g_auto(GStrv) fails = NULL, delays = NULL, exits = NULL;
     gint fd = -1, mutate_rate = 1000, dma_rate = 1000, dma_pages = 256;
     gint64 dma_addr = 0x1000000;
     gboolean persist = FALSE, start = FALSE, no_mmap = FALSE;
-    gboolean verbose = FALSE;
+    gboolean verbose = FALSE, no_p2p = FALSE;
     GOptionEntry entries[] = {
         { "socket", 's', 0, G_OPTION_ARG_FILENAME, &socket_path,
           "Listen for the vfio-user client on this UNIX socket", "PATH" },
@@ -163,6 +170,11 @@ int main(int argc, char **argv)
           "DATA_DIRTYBITMAP region size (default 64K)", "SIZE" },
         { "no-mmap", 0, 0, G_OPTION_ARG_NONE, &no_mmap,
           "Do not offer the data regions for mmap", NULL },
+        { "max-xfer", 0, 0, G_OPTION_ARG_STRING, &max_xfer,
+          "max_data_xfer_size to advertise, 4K..64M (default the larger "
+          "of 1M and --chunk-size)", "SIZE" },
+        { "no-p2p", 0, 0, G_OPTION_ARG_NONE, &no_p2p,
+          "Withhold VFIO_DEVICE_DATA_CAP_P2P (no P2P state)", NULL },
         { "mutate-rate", 0, 0, G_OPTION_ARG_INT, &mutate_rate,
           "Device-memory pages written per second (default 1000)", "N" },
         { "dma-rate", 0, 0, G_OPTION_ARG_INT, &dma_rate,
@@ -225,15 +237,28 @@ int main(int argc, char **argv)
     if (!valid_identity(ds->identity)) {
         usage_error(ctx, "--identity: 1 to 63 characters, no blanks");
     }
+    ds->max_xfer = MAX(1 << 20, ds->chunk_size);
+    if (max_xfer && (!parse_size(max_xfer, &ds->max_xfer) ||
+                     ds->max_xfer < 4096 || ds->max_xfer > (64 << 20))) {
+        usage_error(ctx, "--max-xfer: a size in 4K..64M");
+    }
     ds->ver_major = 1;
-    if (version && sscanf(version, "%u.%u.%u", &ds->ver_major, &ds->ver_minor,
-                          &ds->ver_bugfix) != 3) {
-        usage_error(ctx, "--version: MAJOR.MINOR.BUGFIX");
+    if (version) {
+        g_autofree char *full = g_strdup_printf("x-%s", version);
+        g_autofree char *id = NULL;
+
+        if (strchr(version, '\n') ||
+            !devstate_parse_version(full, &id, &ds->ver_major,
+                                    &ds->ver_minor, &ds->ver_bugfix) ||
+            strcmp(id, "x")) {
+            usage_error(ctx, "--version: MAJOR.MINOR.BUGFIX, decimal");
+        }
     }
     if (mutate_rate < 0 || dma_rate < 0 || dma_pages < 0) {
         usage_error(ctx, "rates and page counts must not be negative");
     }
     ds->no_mmap = no_mmap;
+    ds->no_p2p = no_p2p;
     ds->verbose = verbose;
     ds->init_regs[DEVSTATE_REG_CTRL / 4] =
         start ? DEVSTATE_CTRL_MUTATE | DEVSTATE_CTRL_DMA : 0;

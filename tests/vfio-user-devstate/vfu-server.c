@@ -31,12 +31,16 @@ typedef struct {
     VFIOUserHdr hdr;
     uint8_t *data;          /* payload, hdr.size - HDR_SIZE bytes */
     uint32_t len;
+    uint8_t *buf;           /* receive buffer, kept between messages */
+    size_t buf_size;
     int fds[DEVSTATE_MAX_FDS];
     unsigned nfds;
 } VfuConn;
 
 typedef struct {
     GByteArray *data;       /* reply payload */
+    const uint8_t *tail;    /* more payload, sent from where it is */
+    uint32_t tail_len;
     int fd;                 /* fd to pass with the reply, or -1 */
 } VfuReply;
 
@@ -142,12 +146,16 @@ static int recv_hdr(VfuConn *c, bool *fd_error)
     return 1;
 }
 
+/*
+ * The reply: header, payload and tail in one sendmsg, then what the
+ * socket did not take, from where it is (no copy), fds only once.
+ */
 static bool send_reply(VfuConn *c, int err, VfuReply *r)
 {
     VFIOUserHdr hdr = {
         .id = c->hdr.id,
         .command = c->hdr.command,
-        .size = HDR_SIZE + (err ? 0 : r->data->len),
+        .size = HDR_SIZE + (err ? 0 : r->data->len + r->tail_len),
         .flags = VFIO_USER_REPLY | (err ? VFIO_USER_ERROR : 0),
         .error_reply = err,
     };
@@ -155,11 +163,12 @@ static bool send_reply(VfuConn *c, int err, VfuReply *r)
         char buf[CMSG_SPACE(sizeof(int))];
         struct cmsghdr align;
     } u;
-    struct iovec iov[2] = {
+    struct iovec iov[3] = {
         { .iov_base = &hdr, .iov_len = HDR_SIZE },
         { .iov_base = r->data->data, .iov_len = err ? 0 : r->data->len },
+        { .iov_base = (void *)r->tail, .iov_len = err ? 0 : r->tail_len },
     };
-    struct msghdr msg = { .msg_iov = iov, .msg_iovlen = 2 };
+    struct msghdr msg = { .msg_iov = iov, .msg_iovlen = 3 };
     ssize_t n;
 
     if (!err && r->fd >= 0) {
@@ -173,21 +182,26 @@ static bool send_reply(VfuConn *c, int err, VfuReply *r)
         cm->cmsg_len = CMSG_LEN(sizeof(int));
         memcpy(CMSG_DATA(cm), &r->fd, sizeof(int));
     }
-    do {
-        n = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0) {
-        return false;
+    for (;;) {
+        do {
+            n = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
+        } while (n < 0 && errno == EINTR);
+        if (n <= 0) {
+            return false;
+        }
+        msg.msg_control = NULL;
+        msg.msg_controllen = 0;
+        while (msg.msg_iovlen && (size_t)n >= msg.msg_iov->iov_len) {
+            n -= msg.msg_iov->iov_len;
+            msg.msg_iov++;
+            msg.msg_iovlen--;
+        }
+        if (!msg.msg_iovlen) {
+            return true;
+        }
+        msg.msg_iov->iov_base = (uint8_t *)msg.msg_iov->iov_base + n;
+        msg.msg_iov->iov_len -= n;
     }
-    /* a short send: push out the rest without fds */
-    if ((size_t)n < hdr.size) {
-        g_autofree uint8_t *all = g_malloc(hdr.size);
-
-        memcpy(all, &hdr, HDR_SIZE);
-        memcpy(all + HDR_SIZE, iov[1].iov_base, iov[1].iov_len);
-        return write_full(c->fd, all + n, hdr.size - n);
-    }
-    return true;
 }
 
 static void put32(GByteArray *a, uint32_t v)
@@ -367,11 +381,10 @@ static int handle_region_info(VfuConn *c, VfuReply *r)
     return 0;
 }
 
-/* INTx, MSI (no capability in config space yet) and an error eventfd */
+/* INTx, MSI, MSI-X (DEVSTATE_MSIX_VECTORS) and an error eventfd */
 static uint32_t irq_count(unsigned index)
 {
-    return index == VFIO_PCI_INTX_IRQ_INDEX ||
-        index == VFIO_PCI_MSI_IRQ_INDEX || index == VFIO_PCI_ERR_IRQ_INDEX;
+    return devstate_irq_count(index);
 }
 
 static int handle_irq_info(VfuConn *c, VfuReply *r)
@@ -421,12 +434,20 @@ static int handle_set_irqs(VfuConn *c, VfuReply *r)
     }
     g_mutex_lock(&ds->lock);
     if (action == VFIO_IRQ_SET_ACTION_TRIGGER) {
+        /* eventfds for vectors start.., none: -1 for each; NONE, 0: all */
+        if (index == VFIO_PCI_MSIX_IRQ_INDEX) {
+            ds->msix_on = data == VFIO_IRQ_SET_DATA_EVENTFD ||
+                (ds->msix_on && count);
+        }
         if (data == VFIO_IRQ_SET_DATA_EVENTFD) {
             for (i = 0; i < count; i++) {
-                devstate_set_irq_fd(ds, index, c->nfds ? take_fd(c, i) : -1);
+                devstate_set_irq_fd(ds, index, start + i,
+                                    c->nfds ? take_fd(c, i) : -1);
             }
         } else if (count == 0 && data == VFIO_IRQ_SET_DATA_NONE) {
-            devstate_set_irq_fd(ds, index, -1);
+            for (i = 0; i < irq_count(index); i++) {
+                devstate_set_irq_fd(ds, index, i, -1);
+            }
         }
     } else if (index == VFIO_PCI_INTX_IRQ_INDEX && count &&
                data != VFIO_IRQ_SET_DATA_EVENTFD &&
@@ -450,15 +471,28 @@ static int handle_region_rw(VfuConn *c, VfuReply *r, bool is_write)
     offset = get64(c, 0);
     region = get32(c, 8);
     count = get32(c, 12);
-    if (region >= DEVSTATE_NUM_REGIONS || count > c->max_xfer ||
-        (is_write && c->len != 16 + count)) {
+    if (region >= DEVSTATE_NUM_REGIONS || (is_write && c->len != 16 + count)) {
         return -EINVAL;
     }
+    if (count > c->max_xfer) {
+        /* the peer's max_data_xfer_size bounds every count: no truncation */
+        devstate_log(ds, "region %u %s of %u bytes refused: more than "
+                     "max_data_xfer_size %" G_GUINT64_FORMAT, region,
+                     is_write ? "write" : "read", count, c->max_xfer);
+        return -E2BIG;
+    }
     g_byte_array_append(r->data, c->data, 16);
+    g_mutex_lock(&ds->lock);
     if (!is_write) {
+        /* data regions: the reply is sent from the region, no copy */
+        r->tail = devstate_region_data(ds, region, offset, count);
+        if (r->tail) {
+            r->tail_len = count;
+            g_mutex_unlock(&ds->lock);
+            return 0;
+        }
         g_byte_array_set_size(r->data, 16 + count);
     }
-    g_mutex_lock(&ds->lock);
     ret = devstate_region_access(ds, region, offset, count,
                                  is_write ? c->data + 16 : r->data->data + 16,
                                  is_write);
@@ -518,6 +552,7 @@ static bool handle_one(VfuConn *c)
 {
     g_autoptr(GByteArray) data = g_byte_array_new();
     VfuReply r = { .data = data, .fd = -1 };
+    size_t need;
     bool fd_error = false, ok;
     uint64_t max_msg = c->max_xfer + 4096;
     int ret, rc;
@@ -552,9 +587,16 @@ static bool handle_one(VfuConn *c)
         ret = -E2BIG;
         c->len = 0;
     } else {
-        c->data = g_malloc(c->len + 8);
+        /* one buffer for the connection, touched once: no fresh pages */
+        need = c->len + 8;
+        if (need > c->buf_size) {
+            g_free(c->buf);
+            c->buf = g_malloc0(need);
+            c->buf_size = need;
+        }
+        c->data = c->buf;
         if (!read_full(c->fd, c->data, c->len)) {
-            g_clear_pointer(&c->data, g_free);
+            c->data = NULL;
             conn_close_fds(c);
             return false;
         }
@@ -566,7 +608,7 @@ static bool handle_one(VfuConn *c)
                      g_strerror(-ret));
     }
     ok = (c->hdr.flags & VFIO_USER_NO_REPLY) || send_reply(c, -ret, &r);
-    g_clear_pointer(&c->data, g_free);
+    c->data = NULL;
     conn_close_fds(c);
     return ok;
 }
@@ -621,10 +663,9 @@ int vfu_serve(Devstate *ds, int fd, bool listening, bool persist,
     g_autoptr(GPtrArray) ctls = g_ptr_array_new_with_free_func(ctl_conn_free);
     VfuConn c = {
         .ds = ds, .fd = listening ? -1 : fd,
-        .max_xfer = MAX(1 << 20, ds->chunk_size),
+        .max_xfer = ds->max_xfer,
     };
 
-    c.max_xfer = MIN(c.max_xfer, VFIO_USER_MAX_MAX_XFER);
     if (c.fd >= 0) {
         ds->connected = true;
     }
@@ -672,6 +713,7 @@ int vfu_serve(Devstate *ds, int fd, bool listening, bool persist,
                 devstate_log(ds, "client connected");
                 g_mutex_lock(&ds->lock);
                 ds->connected = true;
+                devstate_regions_reset(ds);     /* RUNNING at open */
                 g_mutex_unlock(&ds->lock);
                 c.negotiated = false;
             }
@@ -686,6 +728,8 @@ int vfu_serve(Devstate *ds, int fd, bool listening, bool persist,
         g_mutex_lock(&ds->lock);
         devstate_disconnect(ds);
         g_mutex_unlock(&ds->lock);
+        g_clear_pointer(&c.buf, g_free);
+        c.buf_size = 0;
         if (!persist || !listening) {
             return 0;
         }
