@@ -108,7 +108,8 @@ mkdir -p "$init"/{bin,dev,proc,sys,host,lib/modules}
 # Debian's modules by name (dashes and underscores are the same).
 declare -A kmod_path
 while IFS= read -r f; do
-    b=$(basename "$f" .ko.xz)
+    b=${f##*/}
+    b=${b%.ko.xz}
     kmod_path[${b//-/_}]=$f
 done < <(find "$KMODULES/kernel" -name '*.ko.xz')
 
