@@ -307,6 +307,14 @@ static unsigned int sync_ram(struct dev *s, struct dev *d)
 	return n;
 }
 
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
 static void msleep(unsigned int ms)
 {
 	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
@@ -389,6 +397,7 @@ int main(int argc, char **argv)
 	char dsrc[128], ddst[128], tmp[128];
 	uint64_t cfg_size, before, after, first;
 	uint32_t ctrl = 3;
+	double t, t_save = 0, t_load;
 	int err;
 
 	if (argc != 3) {
@@ -412,9 +421,12 @@ int main(int argc, char **argv)
 	memcpy(dst.ram, src.ram, RAM_SIZE);
 	first = 0;
 	for (i = 0; i < 4; i++) {
+		t = now();
 		sets[nsets] = save_set(&src);
-		if (!i)
+		if (!i) {
 			first = sets[nsets].size;
+			t_save = now() - t;
+		}
 		else if (sets[nsets].size > first)
 			die("data set %u is larger than the first", i);
 		nsets++;
@@ -443,8 +455,13 @@ int main(int argc, char **argv)
 
 	/* Destination */
 	ctl_set(&dst, CTL(device_state), 4, VFIO_DEVICE_DATA_STATE_STOP);
-	for (i = 0; i < nsets; i++)
+	t = now();
+	load_set(&dst, &sets[0]);
+	t_load = now() - t;
+	for (i = 1; i < nsets; i++)
 		load_set(&dst, &sets[i]);
+	printf("      first data set: saved at %.1f MB/s, loaded at %.1f MB/s\n",
+	       first / t_save / 1e6, first / t_load / 1e6);
 	ctl_set(&dst, CTL(device_config.size), 8, cfg_size);
 	data_rw(&dst, &dst.cfg, cfg, cfg_size, true);
 	ctl_set(&dst, CTL(device_config.action), 4,

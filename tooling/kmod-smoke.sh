@@ -29,8 +29,15 @@ echo 0 > /sys/module/mdevstate/parameters/mmap
 c=5ca1ab1e-0000-4000-8000-0000000000c1 d=5ca1ab1e-0000-4000-8000-0000000000d1
 echo $c > $types/mdevstate-1/create && echo $d > $types/mdevstate-1/create || fail=1
 "$smoke" $c $d || fail=1
-echo 1 > /sys/bus/mdev/devices/$c/remove
-echo 1 > /sys/bus/mdev/devices/$d/remove
+for u in $L2_MDEVS $c $d; do
+    echo 1 > /sys/bus/mdev/devices/$u/remove || fail=1
+done
+if "$L2_BUSYBOX" rmmod mdevstate; then
+    echo "PASS  kmod smoke: instances removed, module unloaded"
+else
+    echo "FAIL  kmod smoke: instances removed, module unloaded"
+    fail=1
+fi
 exit $fail
 EOS
 chmod +x "$out/in-l2.sh"
