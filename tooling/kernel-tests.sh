@@ -65,8 +65,9 @@ finish() {
     exit
 }
 
-eval "$("$TOP/tooling/kernel-pkgs.sh" --print-env)" ||
+kenv=$("$TOP/tooling/kernel-pkgs.sh" --print-env) ||
     { emit "FAIL  kernel: pinned kernel packages (tooling/kernel-pkgs.sh)"; finish; }
+eval "$kenv"
 
 # The sample module and the series' uAPI header (also with --module: the
 # hostile test is built against the series' header).

@@ -86,7 +86,9 @@ if [ ${#need[@]} -gt 0 ]; then
         die "could not install ${need[*]}"
 fi
 
-eval "$("$TOP/tooling/kernel-pkgs.sh" --print-env)"
+kenv=$("$TOP/tooling/kernel-pkgs.sh" --print-env) ||
+    die "l2-run.sh: the pinned kernel packages are not there (tooling/kernel-pkgs.sh failed)"
+eval "$kenv"
 
 dir=$WORK/l2/$name
 mkdir -p "$dir"
