@@ -103,6 +103,29 @@ cd "$SERIES_TREE"
 "$TOP/tooling/view.sh" check "$SERIES_TREE"
 result "view (hw/ include/ linux-headers/ tests/ docs/) equals what the series creates" $?
 
+# 4b. The Linux series (linux/patches/): applies onto the pinned
+# linux-source-6.12 tree, checkpatch --strict, each patch builds, its view;
+# and QEMU's linux-headers patch is what update-linux-headers.sh makes of
+# it.
+"$TOP/tooling/linux-check.sh" > "$WORK/linux-check.out" 2>&1
+lrc=$?
+while IFS= read -r l; do
+    result "${l#????  }" "$([[ $l == PASS* ]] && echo 0 || echo 1)"
+done < <(grep -E '^(PASS|FAIL)  ' "$WORK/linux-check.out")
+if [ "$lrc" != 0 ] && ! grep -q '^FAIL' "$WORK/linux-check.out"; then
+    tail -20 "$WORK/linux-check.out"
+    result "linux series checks (log: .work/linux-check.out)" 1
+fi
+hdr=$(ls "$TOP"/patches/[0-9][0-9][0-9][0-9]-linux-headers-*.patch 2>/dev/null | head -1)
+if [ -n "$hdr" ] &&
+   "$TOP/tooling/gen-linux-headers.sh" --qemu "$SERIES_TREE" --check "$hdr" \
+       > "$WORK/gen-linux-headers.out" 2>&1; then
+    result "$(basename "$hdr") is what update-linux-headers.sh makes of the Linux series" 0
+else
+    tail -20 "$WORK/gen-linux-headers.out" 2>/dev/null
+    result "${hdr:+$(basename "$hdr") }is what update-linux-headers.sh makes of the Linux series (log: .work/gen-linux-headers.out)" 1
+fi
+
 # CHECK_SERIES_ONLY=1 (make check-series) stops here: the series checks
 # without the tests.
 [ "${CHECK_SERIES_ONLY:-0}" = 1 ] && finish
