@@ -107,5 +107,20 @@ if [ -n "$qemu" ]; then
     # Fresh instances: the client cases above leave theirs as they end.
     python3 "$here/qemu-migrate.py" "$qemu" "$qsrc" "$qdst" "$inc" \
         "$L2_RESULTS/qemu-migrate" || fail=1
+    # Again with two instances created without mmap (the sample's mmap
+    # parameter is read when an instance is created).
+    p=/sys/module/mdevstate/parameters/mmap
+    nsrc=5ca1ab1e-0000-4000-8000-00ff00000001
+    ndst=5ca1ab1e-0000-4000-8000-00ff00000002
+    tdir=$(readlink -f "/sys/bus/mdev/devices/$qsrc/mdev_type")
+    if echo N > "$p" && echo "$nsrc" > "$tdir/create" &&
+       echo "$ndst" > "$tdir/create" && echo Y > "$p"; then
+        python3 "$here/qemu-migrate.py" "$qemu" "$nsrc" "$ndst" "$inc" \
+            "$L2_RESULTS/qemu-migrate" --no-mmap || fail=1
+    else
+        echo "FAIL  kernel qemu: instances without mmap (mmap=N, create in $tdir)"
+        fail=1
+    fi
+    echo Y > "$p"
 fi
 exit $fail

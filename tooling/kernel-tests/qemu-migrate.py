@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """The project's QEMU on the kernel sample, run inside L2 by in-l2.sh.
 
-    qemu-migrate.py QEMU SRC-UUID DST-UUID INCOMPAT-UUID LOGDIR
+    qemu-migrate.py QEMU SRC-UUID DST-UUID INCOMPAT-UUID LOGDIR [--no-mmap]
 
 (QEMU's logs and QMP sockets go to LOGDIR, the stream to /tmp.)
 
@@ -14,7 +14,10 @@ memory and config state, from sysfs) are equal, and every device_state
 arc QEMU took is an arc between two valid states, in the order of the
 spec (section 3).  Then the same stream into an instance of the
 incompatible type: the load must fail on migration_version before any
-device data, with an error naming both strings.  Prints "PASS  name" / "FAIL  name"; exits 1 on failure.
+device data, with an error naming both strings.  --no-mmap: the
+instances offer no mmap (module parameter mmap=n at their creation), and
+QEMU must move the data through read/write; otherwise it must mmap them.
+Prints "PASS  name" / "FAIL  name"; exits 1 on failure.
 """
 import json
 import os
@@ -25,17 +28,18 @@ import sys
 import time
 
 failures = 0
+LABEL = ''
 
 
 def result(name, problems, info=None):
     global failures
     if problems:
         failures += 1
-        print('FAIL  kernel qemu: %s' % name)
+        print('FAIL  kernel qemu: %s%s' % (name, LABEL))
         for p in problems:
             print('      %s' % p)
     else:
-        print('PASS  kernel qemu: %s' % name)
+        print('PASS  kernel qemu: %s%s' % (name, LABEL))
     if info:
         print('      %s' % info)
     sys.stdout.flush()
@@ -55,7 +59,7 @@ class VM:
              '-qmp', 'unix:%s,server=on,wait=off' % self.sock,
              '-trace', 'vfio_ds_probe', '-trace', 'vfio_ds_set_state',
              '-trace', 'vfio_ds_version_check', '-trace', 'vfio_ds_load_set',
-             '-trace', 'vfio_ds_load_config',
+             '-trace', 'vfio_ds_load_config', '-trace', 'vfio_ds_region_mmap',
              '-device', 'vfio-pci,sysfsdev=/sys/bus/mdev/devices/%s,id=dev0'
              % uuid] + list(extra),
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -170,9 +174,16 @@ def digest(uuid):
 
 
 def main():
-    if len(sys.argv) != 6:
-        sys.exit('usage: qemu-migrate.py QEMU SRC-UUID DST-UUID INCOMPAT-UUID LOGDIR')
-    qemu, src, dst, inc, work = sys.argv[1:]
+    global LABEL
+    args = sys.argv[1:]
+    mmap = '--no-mmap' not in args
+    args = [a for a in args if a != '--no-mmap']
+    if len(args) != 5:
+        sys.exit('usage: qemu-migrate.py QEMU SRC-UUID DST-UUID INCOMPAT-UUID '
+                 'LOGDIR [--no-mmap]')
+    qemu, src, dst, inc, work = args
+    LABEL = ' (data regions mmapped)' if mmap else ' (no mmap: read/write)'
+    work = os.path.join(work, 'mmap' if mmap else 'no-mmap')
     os.makedirs(work, exist_ok=True)
     stream = '/tmp/qemu-migrate.bin'
     vms = []
@@ -189,6 +200,12 @@ def main():
                 if d.get('qdev_id') == 'dev0']
         if not devs:
             p.append('query-pci does not show dev0')
+        mapped = a.trace('vfio_ds_region_mmap')
+        if mmap and not mapped:
+            p.append('QEMU mmapped no data region of a device that offers mmap')
+        if not mmap and mapped:
+            p.append('QEMU mmapped a data region of a device that offers none: %s'
+                     % mapped[0].strip())
         result(REALIZE, p, probe[0].strip() if probe else None)
         if p:
             return
