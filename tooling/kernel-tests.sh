@@ -128,6 +128,7 @@ fi
 
 say "booting L2 for the kernel tests"
 "$TOP/tooling/l2-run.sh" --name kernel-tests --results "$out/l2" --timeout 1500 \
+    --smp "${KTEST_L2_SMP:-1}" --mem "${KTEST_L2_MEM:-768}" \
     --module "$module $params" --mdev "$TYPE:5" --mdev "$INCOMPAT_TYPE:1" \
     --check-name "kernel: L2 kernel log has no warning, BUG, oops or taint" \
     -- "$TOP/tooling/kernel-tests/in-l2.sh" --type "$TYPE" \
