@@ -80,8 +80,10 @@ static void fail(const char *fmt, ...)
 	}
 	if (n >= sizeof(why) - 2)
 		return;
-	if (n)
-		why[n++] = ';', why[n++] = ' ', why[n] = 0;
+	if (n) {
+		memcpy(why + n, "; ", 3);
+		n += 2;
+	}
 	va_start(ap, fmt);
 	vsnprintf(why + n, sizeof(why) - n, fmt, ap);
 	va_end(ap);
