@@ -22,6 +22,7 @@ tree=${1:-$SERIES_TREE}
 logs=$WORK/virsh-test
 t_stage=$(date +%s)
 mkdir -p "$logs"
+rm -rf "$logs"/*-workdir    # the work dirs a failed run of last time kept
 tmp=$(mktemp -d /tmp/vfio-virsh-test.XXXXXX)
 
 result() {  # result NAME RC
@@ -56,7 +57,6 @@ cleanup() {
         sleep 0.5
     fi
     rm -rf "$tmp"
-    rmdir /run/libvirt 2>/dev/null
     return 0
 }
 trap cleanup EXIT

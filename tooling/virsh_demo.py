@@ -68,6 +68,13 @@ def run_migrate(src, args, log):
     return rc, out.decode(errors='replace'), secs
 
 
+def virsh_error(out):
+    """virsh's error text ("error: ..." lines; the first may follow the
+    progress on the same line)."""
+    return ' '.join(m.group(1).strip()
+                    for m in re.finditer(r'error: (.*)', out))
+
+
 def dma_window(fd, addr, pages):
     return os.pread(fd, pages * PAGE, addr)
 
@@ -128,7 +135,8 @@ def run(o, demo):
         print('error: --via virsh runs two libvirtd instances and needs root',
               file=sys.stderr)
         return 2
-    # A SIGTERM/SIGINT must still tear everything down.
+    # A SIGTERM or SIGHUP must still tear everything down (SIGINT raises
+    # KeyboardInterrupt, which does).
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: sys.exit(128 + 15))
 
@@ -174,6 +182,7 @@ def run(o, demo):
         # destination probes while the source domain starts, as a host that
         # had run this QEMU before would have it cached.
         probe = dst.probe_async(lab.QEMU)
+        procs.append(probe)
         xml = os.path.join(wd, 'src.xml')
         with open(xml, 'w') as f:
             f.write(virsh_lab.domain_xml(DOM, lab.QEMU, ram, disk,
@@ -254,9 +263,8 @@ def run(o, demo):
 def live(o, src, dst, ssrv, dsrv, rc, out, secs, sram, mem, ram, demo,
          events):
     if rc != 0:
-        err = [ln for ln in out.splitlines() if ln.startswith('error:')]
         return 'demo: FAIL reason=virsh_migrate:%s' % (
-            ' '.join(err) or 'exit_%d' % rc).replace(' ', '_')[:300]
+            virsh_error(out) or 'exit_%d' % rc).replace(' ', '_')[:300]
     state = dst.virsh('domstate', DOM, check=False).stdout.strip()
     gone = DOM not in src.domains()
     check('domain on the destination, paused (--suspend)',
@@ -312,8 +320,7 @@ def live(o, src, dst, ssrv, dsrv, rc, out, secs, sram, mem, ram, demo,
 
 
 def incompatible(src, dst, ssrv, dsrv, rc, out, demo):
-    err = ' '.join(ln[len('error: '):] for ln in out.splitlines()
-                   if ln.startswith('error: '))
+    err = virsh_error(out)
     failed = check('virsh migrate failed', rc != 0, 'exit status %d' % rc)
     m = re.search(r"(\S+): device refused migration_version: source "
                   r"'([^']*)', destination '([^']*)'[^\n]*", err)

@@ -92,9 +92,12 @@ class Libvirtd:
 
     def start(self, timeout=30):
         self._configure()
-        # The mount point must exist on the host; an empty directory in
-        # /run (tmpfs) that libvirt's package would make itself.
-        os.makedirs('/run/libvirt', exist_ok=True)
+        # The mount point must exist on the host: an empty directory in
+        # /run (tmpfs), removed again by release_run_mountpoint().
+        global _MADE_RUN        # pylint: disable=global-statement
+        if not os.path.isdir('/run/libvirt'):
+            os.makedirs('/run/libvirt')
+            _MADE_RUN = True
         binds = ''.join('mount --bind %s %s\n' % (self.path(sub), mnt)
                         for sub, mnt in MOUNTS)
         script = (binds + 'exec %s -d -p /run/libvirt/libvirtd.pid '
@@ -171,6 +174,11 @@ class Libvirtd:
                     raise VirshError('%s could not probe %s: %s' %
                                      (inst.name, emulator, err.strip()))
                 return time.time() - self.t0
+
+            def stop(self):
+                if self.proc.poll() is None:
+                    self.proc.kill()
+                    self.proc.wait()
         return Probe()
 
     def domains(self):
@@ -239,9 +247,14 @@ def _zombie(pid):
         return False
 
 
+_MADE_RUN = False
+
+
 def release_run_mountpoint():
-    """Remove the empty /run/libvirt mount point unless some process (ours
-    or not) still has something mounted there."""
+    """Remove the /run/libvirt mount point if start() made it, unless some
+    process (of another run) still has something mounted there."""
+    if not _MADE_RUN:
+        return
     for p in os.listdir('/proc'):
         if not p.isdigit():
             continue
