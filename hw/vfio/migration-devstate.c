@@ -1326,7 +1326,13 @@ static int ds_load_header(QEMUFile *f, VFIODevstate *ds, Error **errp)
                    VFIO_DEVICE_DATA_INTERFACE_VERSION);
         return -EINVAL;
     }
-    if (caps != ds->caps) {
+    /*
+     * Only device memory changes what the stream carries; whether the
+     * devices track DMA writes or have a P2P state does not (and the
+     * device's migration_version answer decides the rest).
+     */
+    if ((caps & ~DS_CAPS_KNOWN) ||
+        ((caps ^ ds->caps) & VFIO_DEVICE_DATA_CAP_DEVICE_MEMORY)) {
         error_setg(errp, "%s: stream has device-state caps 0x%x, the "
                    "destination device has 0x%x", name, caps, ds->caps);
         return -EINVAL;
@@ -1631,8 +1637,9 @@ static int vfio_ds_load_state(QEMUFile *f, void *opaque, int version_id)
     int ret = 0;
 
     if (version_id != 1) {
-        error_report("%s: device-state section version %d, expected 1",
-                     name, version_id);
+        error_setg(&err, "%s: device-state section version %d, expected 1",
+                   name, version_id);
+        qemu_file_set_error_obj(f, -EINVAL, err);
         return -EINVAL;
     }
     while (!ret) {

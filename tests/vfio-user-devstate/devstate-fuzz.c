@@ -4,9 +4,9 @@
  * The input is a sequence of vfio-user messages, compact region accesses
  * and control-socket lines.  Messages go through a socketpair into the
  * server's real message handling (handle_one() of vfu-server.c, included
- * here so that its static functions are reachable); replies are read and
- * dropped by a thread.  Each input gets a fresh device with 1 MiB of
- * device memory and no mutation/DMA worker threads.
+ * here so that its static functions are reachable); a thread reads the
+ * replies and counts the error replies.  Each input gets a fresh device
+ * with 1 MiB of device memory and no mutation/DMA worker threads.
  *
  * Input: byte 0 selects the device options:
  *   bit 0     no mmap of the data regions
@@ -31,20 +31,26 @@
  *                engine, each when the device would run it (the worker
  *                threads are not started; this runs their page function)
  *
- * DEVSTATE_FUZZ_VERBOSE=1 turns on the device's log.  DEVSTATE_FUZZ_SEEDS=DIR
- * writes seed inputs to DIR at start: a save session through P2P, loads
- * of a good and of a malformed data set, migration_version strings, and
- * MSI-X with the IRQ register and an FLR.
- *
- * Built by meson in a --enable-fuzzing build (ninja target
- * tests/vfio-user-devstate/devstate-fuzz; tooling/fuzz.sh in the project).
+ * The device takes an input whole when it answers no request with an
+ * error, no control line with "error" and keeps the connection.  Built by
+ * meson twice: with libFuzzer in a --enable-fuzzing build, and with
+ * tests/fuzz-replay.c as the meson test devstate-fuzz, which replays the
+ * seeds below (each must be taken whole) and corrupt inputs (each must be
+ * refused).  DEVSTATE_FUZZ_SEEDS=DIR writes them to DIR;
+ * DEVSTATE_FUZZ_VERBOSE=1 turns on the device's log.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 
+#include "fuzz-replay.h"
+
+/* main.c's main(), renamed: it is not called, and needs no prototype */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-prototypes"
 #define main devstate_main
 #include "main.c"
 #undef main
+#pragma GCC diagnostic pop
 #include "vfu-server.c"
 #include "devstate-dev.c"
 
@@ -99,11 +105,20 @@ static uint64_t in_u64(Input *in, bool *ok)
     return v;
 }
 
-/* Replies: read and drop, closing any fd that comes with them */
+/* Replies: read, counted (errors apart) and dropped; their fds closed */
+typedef struct {
+    int fd;
+    unsigned replies, errors;
+    bool bad_frame;
+} Drain;
+
 static void *drain_thread(void *opaque)
 {
-    int fd = (intptr_t)opaque;
+    Drain *d = opaque;
     static __thread uint8_t buf[1 << 16];
+    uint8_t hdr[HDR_SIZE];
+    size_t have = 0;
+    uint64_t skip = 0;
 
     for (;;) {
         union {
@@ -116,7 +131,8 @@ static void *drain_thread(void *opaque)
             .msg_control = u.buf, .msg_controllen = sizeof(u.buf),
         };
         struct cmsghdr *cm;
-        ssize_t n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+        ssize_t n = recvmsg(d->fd, &msg, MSG_CMSG_CLOEXEC);
+        const uint8_t *p = buf;
 
         if (n < 0 && errno == EINTR) {
             continue;
@@ -133,6 +149,30 @@ static void *drain_thread(void *opaque)
                 memcpy(&rfd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
                 close(rfd);
             }
+        }
+        while (n > 0) {
+            size_t m;
+
+            if (skip) {
+                m = MIN(skip, (uint64_t)n);
+                skip -= m;
+            } else {
+                m = MIN(sizeof(hdr) - have, (size_t)n);
+                memcpy(hdr + have, p, m);
+                have += m;
+                if (have == sizeof(hdr)) {
+                    VFIOUserHdr h;
+
+                    memcpy(&h, hdr, sizeof(h));
+                    d->replies++;
+                    d->errors += !!(h.flags & VFIO_USER_ERROR);
+                    d->bad_frame |= h.size < HDR_SIZE;
+                    skip = h.size >= HDR_SIZE ? h.size - HDR_SIZE : 0;
+                    have = 0;
+                }
+            }
+            p += m;
+            n -= m;
         }
     }
     return NULL;
@@ -178,7 +218,7 @@ static void dev_create(Devstate *ds, uint8_t opts)
     ds->bitmap_size = bitmap_sizes[(opts >> 2) & 3];
     ds->no_mmap = opts & 1;
     ds->no_p2p = opts & 0x20;
-    ds->max_xfer = (opts & 0x40) ? 4096 : 1 << 20;
+    ds->max_xfer = (opts & 0x40) ? 4096 : MAX(1 << 20, ds->chunk_size);
     ds->verbose = getenv("DEVSTATE_FUZZ_VERBOSE");
     ds->identity = g_strdup("vfio-user-devstate");
     ds->ver_major = 1;
@@ -242,166 +282,23 @@ static void put_region_rw(GByteArray *a, unsigned region, uint64_t off,
     }
 }
 
-/* Seeds, in the input format above */
+static bool last_accepted;
+static char last_why[128];
 
-#define SEED_SET_SIZE   (32 + 8 + DEVSTATE_PAGE_SIZE)   /* one record */
-
-static void seed_ctl(GByteArray *a, uint8_t off, bool wide, uint64_t val)
+bool fuzz_last_accepted(const char **why)
 {
-    uint8_t rec[3] = { 2, off, wide };
-
-    g_byte_array_append(a, rec, sizeof(rec));
-    g_byte_array_append(a, (const guint8 *)&val, 8);
-}
-
-static void seed_rw(GByteArray *a, uint8_t region, bool write, uint64_t off,
-                    uint16_t count, const void *data)
-{
-    uint8_t rec[3] = { 1, region, write };
-    uint8_t code = count == 1 ? 0 : count == 2 ? 1 : count == 4 ? 2 :
-        count == 8 ? 3 : 4;
-
-    g_byte_array_append(a, rec, sizeof(rec));
-    g_byte_array_append(a, (const guint8 *)&off, 8);
-    g_byte_array_append(a, &code, 1);
-    if (code == 4) {
-        g_byte_array_append(a, (const guint8 *)&count, 2);
-    }
-    if (write) {
-        g_byte_array_append(a, data, count);
-    }
-}
-
-static void seed_ticks(GByteArray *a, uint8_t n)
-{
-    uint8_t rec[2] = { 4, n };
-
-    g_byte_array_append(a, rec, sizeof(rec));
-}
-
-static void seed_write(const char *dir, const char *name, GByteArray *a)
-{
-    g_autofree char *path = g_build_filename(dir, name, NULL);
-    g_autoptr(GError) err = NULL;
-
-    if (!g_file_set_contents(path, (const char *)a->data, a->len, &err)) {
-        fprintf(stderr, "devstate-fuzz: %s\n", err->message);
-        exit(1);
-    }
-}
-
-static void write_seeds(const char *dir)
-{
-    g_autoptr(GByteArray) a = g_byte_array_new();
-    const uint32_t ctrl = DEVSTATE_CTRL_MUTATE | DEVSTATE_CTRL_DMA_IRQ;
-    const uint32_t zero = 0, one = 1;
-    uint8_t opts = 0, flr = 1;
-    unsigned i;
-
-    g_mkdir_with_parents(dir, 0700);
-
-    /* a save session: whole set, dirty pages, P2P, stop-and-copy */
-    g_byte_array_append(a, &opts, 1);
-    seed_rw(a, DEVSTATE_REGION_BAR0, true, DEVSTATE_REG_CTRL, 4, &ctrl);
-    seed_ctl(a, 4, false, VFIO_DEVICE_DATA_STATE_LOGGING);
-    seed_rw(a, DEVSTATE_REGION_CTL, false, 40, 8, NULL);
-    for (i = 0; i < 3; i++) {
-        seed_ctl(a, 32, false, VFIO_DEVICE_DATA_ACTION_GET_BUFFER);
-        seed_rw(a, DEVSTATE_REGION_CTL, false, 48, 8, NULL);
-    }
-    seed_ticks(a, 20);
-    seed_rw(a, DEVSTATE_REGION_CTL, false, 56, 8, NULL);
-    seed_ctl(a, 4, false, VFIO_DEVICE_DATA_STATE_P2P |
-             VFIO_DEVICE_DATA_STATE_LOGGING);
-    seed_rw(a, DEVSTATE_REGION_BAR0, true, DEVSTATE_REG_IRQ, 4, &zero);
-    seed_ctl(a, 4, false, VFIO_DEVICE_DATA_STATE_STOP |
-             VFIO_DEVICE_DATA_STATE_LOGGING);
-    seed_rw(a, DEVSTATE_REGION_CTL, false, 40, 8, NULL);
-    seed_ctl(a, 32, false, VFIO_DEVICE_DATA_ACTION_GET_BUFFER);
-    seed_ctl(a, 16, false, VFIO_DEVICE_DATA_ACTION_GET_BUFFER);
-    seed_ctl(a, 64, true, 0x1000);
-    seed_ctl(a, 72, true, 64);
-    seed_ctl(a, 80, false, VFIO_DEVICE_DATA_ACTION_GET_BITMAP);
-    seed_ctl(a, 4, false, VFIO_DEVICE_DATA_STATE_STOP);
-    seed_write(dir, "save-session", a);
-
-    /* loads: a one-record set, then the same with a bad page */
-    for (i = 0; i < 2; i++) {
-        /* devstate-regions.c's set header: magic "DSMM", version 1 */
-        struct {
-            uint32_t magic, version;
-            uint64_t nr_records, mem_size;
-            uint32_t flags, reserved;
-        } hdr = {
-            .magic = GUINT32_TO_LE(0x4d4d5344),
-            .version = GUINT32_TO_LE(1),
-            .nr_records = GUINT64_TO_LE(1),
-            .mem_size = GUINT64_TO_LE(1 << 20),
-        };
-        uint64_t page = GUINT64_TO_LE(i ? 256 : 5);
-        g_autofree uint8_t *set = g_malloc0(SEED_SET_SIZE);
-
-        memcpy(set, &hdr, sizeof(hdr));
-        memcpy(set + 32, &page, 8);
-        memset(set + 40, 0xa5, DEVSTATE_PAGE_SIZE);
-        g_byte_array_set_size(a, 0);
-        g_byte_array_append(a, &opts, 1);
-        seed_ctl(a, 4, false, VFIO_DEVICE_DATA_STATE_STOP);
-        seed_ctl(a, 40, true, SEED_SET_SIZE);
-        seed_rw(a, DEVSTATE_REGION_DATA_MEMORY, true, 0,
-                SEED_SET_SIZE, set);
-        seed_ctl(a, 32, false, VFIO_DEVICE_DATA_ACTION_SET_BUFFER);
-        seed_rw(a, DEVSTATE_REGION_CTL, false, 48, 8, NULL);
-        seed_ctl(a, 24, true, 64);
-        seed_ctl(a, 16, false, VFIO_DEVICE_DATA_ACTION_SET_BUFFER);
-        seed_write(dir, i ? "load-bad-page" : "load", a);
-    }
-
-    /* migration_version: accepted, wrapped, signed */
-    g_byte_array_set_size(a, 0);
-    g_byte_array_append(a, &opts, 1);
-    {
-        static const char *const v[] = {
-            "vfio-user-devstate-1.0.0", "vfio-user-devstate-4294967297.0.0",
-            "vfio-user-devstate-+1.+0.+0", "vfio-user-devstate-1.0.0\n",
-        };
-
-        for (i = 0; i < G_N_ELEMENTS(v); i++) {
-            seed_rw(a, DEVSTATE_REGION_VERSION, true, 0, strlen(v[i]) + 1,
-                    v[i]);
-        }
-    }
-    seed_write(dir, "version", a);
-
-    /* MSI-X: an fd for vector 0, the IRQ register, PBA, an FLR */
-    g_byte_array_set_size(a, 0);
-    g_byte_array_append(a, &opts, 1);
-    {
-        uint8_t rec[8] = { 0, VFIO_USER_DEVICE_SET_IRQS, 0, 0, 0, 20, 0, 1 };
-        uint32_t irqs[5] = {
-            20, VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER,
-            VFIO_PCI_MSIX_IRQ_INDEX, 0, 1,
-        };
-        uint32_t id = 7;
-
-        g_byte_array_append(a, rec, sizeof(rec));
-        g_byte_array_append(a, (const guint8 *)&id, 4);
-        g_byte_array_append(a, (const guint8 *)irqs, sizeof(irqs));
-    }
-    seed_rw(a, DEVSTATE_REGION_BAR0, true, DEVSTATE_REG_IRQ, 4, &zero);
-    seed_rw(a, DEVSTATE_REGION_BAR0, true, DEVSTATE_REG_IRQ, 4, &one);
-    seed_rw(a, DEVSTATE_REGION_BAR1, false, DEVSTATE_MSIX_PBA_OFFSET, 8, NULL);
-    seed_rw(a, DEVSTATE_REGION_CONFIG, true, DEVSTATE_CAP_AF + 4, 1, &flr);
-    seed_write(dir, "msix-flr", a);
+    *why = last_why;
+    return last_accepted;
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    const char *seeds = getenv("DEVSTATE_FUZZ_SEEDS");
+    const char *dir = getenv("DEVSTATE_FUZZ_SEEDS");
 
     signal(SIGPIPE, SIG_IGN);   /* as main() does */
-    if (seeds) {
-        write_seeds(seeds);
+    if (dir && !fuzz_write_inputs(dir)) {
+        fprintf(stderr, "cannot write the seeds to %s\n", dir);
+        exit(1);
     }
     return 0;
 }
@@ -413,11 +310,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     Input in = { data, size };
     VfuConn c = { 0 };
     pthread_t drain;
+    Drain d = { 0 };
     int sv[2];
     uint8_t opts;
     bool ok = true, open = true;
-    unsigned digests = 0;
+    unsigned digests = 0, line_errors = 0;
+    bool closed = false;
 
+    last_accepted = false;
+    snprintf(last_why, sizeof(last_why), "empty input");
     opts = in_u8(&in, &ok);
     if (!ok) {
         return 0;
@@ -430,7 +331,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     c.fd = sv[1];
     c.max_xfer = ds->max_xfer;
     ds->connected = true;
-    pthread_create(&drain, NULL, drain_thread, (void *)(intptr_t)sv[0]);
+    d.fd = sv[0];
+    pthread_create(&drain, NULL, drain_thread, &d);
 
     if (!(opts & 0x10)) {
         g_autoptr(GByteArray) a = g_byte_array_new();
@@ -532,6 +434,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 break;
             }
             devstate_control_line(ds, line, reply);
+            line_errors += g_str_has_prefix(reply->str, "error");
             break;
         }
         case 4: {
@@ -567,6 +470,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         open = handle_one(&c);
     }
+    closed = !open;             /* the server gave up the connection */
     /* Whatever is left in the socket (a lying hdr.size), up to EOF */
     shutdown(sv[0], SHUT_WR);
     while (open) {
@@ -577,5 +481,474 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     close(sv[0]);
     g_free(c.buf);
     dev_destroy(ds);
+    last_accepted = !d.errors && !line_errors && !closed && !d.bad_frame;
+    snprintf(last_why, sizeof(last_why), "%u replies, %u errors, %u control "
+             "lines refused%s%s", d.replies, d.errors, line_errors,
+             closed ? ", connection closed by the device" : "",
+             d.bad_frame ? ", a reply shorter than its header" : "");
     return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Seeds and corrupt inputs, in the record format above */
+
+static void rec_ctlw(GByteArray *a, uint8_t off, uint64_t val, bool wide)
+{
+    uint8_t h[3] = { 2, off, wide };
+    uint64_t le = GUINT64_TO_LE(val);
+
+    g_byte_array_append(a, h, 3);
+    g_byte_array_append(a, (const guint8 *)&le, 8);
+}
+
+static void rec_rw(GByteArray *a, uint8_t region, bool write, uint64_t off,
+                   uint16_t count, const void *data)
+{
+    uint8_t h[3] = { 1, region, write };
+    uint64_t le = GUINT64_TO_LE(off);
+    uint8_t code = count == 1 ? 0 : count == 2 ? 1 : count == 4 ? 2 :
+                   count == 8 ? 3 : 4;
+    uint16_t le16 = GUINT16_TO_LE(count);
+
+    g_byte_array_append(a, h, 3);
+    g_byte_array_append(a, (const guint8 *)&le, 8);
+    g_byte_array_append(a, &code, 1);
+    if (code == 4) {
+        g_byte_array_append(a, (const guint8 *)&le16, 2);
+    }
+    if (write) {
+        g_byte_array_append(a, data, count);
+    }
+}
+
+static void rec_rd(GByteArray *a, uint8_t region, uint64_t off,
+                   uint16_t count)
+{
+    rec_rw(a, region, false, off, count, NULL);
+}
+
+/* A write of any length, in pieces of at most @piece bytes */
+static void rec_wr(GByteArray *a, uint8_t region, uint64_t off,
+                   const void *data, size_t len, size_t piece)
+{
+    size_t done;
+
+    for (done = 0; done < len; done += piece) {
+        rec_rw(a, region, true, off + done, MIN(piece, len - done),
+               (const uint8_t *)data + done);
+    }
+}
+
+static void rec_msg(GByteArray *a, uint16_t cmd, const void *payload,
+                    uint16_t len, bool fd)
+{
+    uint8_t kind = 0, extra = fd;
+    uint16_t le[3] = { GUINT16_TO_LE(cmd), 0, GUINT16_TO_LE(len) };
+    uint32_t id = GUINT32_TO_LE(7);
+
+    g_byte_array_append(a, &kind, 1);
+    g_byte_array_append(a, (const guint8 *)le, 6);
+    g_byte_array_append(a, &extra, 1);
+    g_byte_array_append(a, (const guint8 *)&id, 4);
+    g_byte_array_append(a, payload, len);
+}
+
+static void rec_line(GByteArray *a, const char *line)
+{
+    uint8_t h[2] = { 3, strlen(line) };
+
+    g_byte_array_append(a, h, 2);
+    g_byte_array_append(a, (const guint8 *)line, strlen(line));
+}
+
+static void rec_tick(GByteArray *a, uint8_t n)
+{
+    uint8_t h[2] = { 4, n };
+
+    g_byte_array_append(a, h, 2);
+}
+
+static void rec_bar0(GByteArray *a, uint8_t reg, uint32_t val)
+{
+    uint32_t le = GUINT32_TO_LE(val);
+
+    rec_rw(a, DEVSTATE_REGION_BAR0, true, reg, 4, &le);
+}
+
+/* VFIO_USER_DMA_MAP of the 64 KiB memfd the record passes */
+static void rec_dma_map(GByteArray *a, uint64_t offset, uint64_t iova,
+                        uint64_t size)
+{
+    struct {
+        uint32_t argsz, flags;
+        uint64_t offset, iova, size;
+    } __attribute__((packed)) m = {
+        GUINT32_TO_LE(32), GUINT32_TO_LE(3), GUINT64_TO_LE(offset),
+        GUINT64_TO_LE(iova), GUINT64_TO_LE(size),
+    };
+
+    rec_msg(a, VFIO_USER_DMA_MAP, &m, sizeof(m), true);
+}
+
+/*
+ * A device-memory data set in the device's own format (devstate-regions.c):
+ * header, then { le64 page; 4 KiB } records in ascending page order.
+ */
+static GByteArray *mem_set(const uint32_t *pages, unsigned n, bool bad_hdr)
+{
+    GByteArray *set = g_byte_array_new();
+    struct {
+        uint32_t magic, version;
+        uint64_t nr_records, mem_size;
+        uint32_t flags, reserved;
+    } hdr = {
+        GUINT32_TO_LE(bad_hdr ? 0x12345678 : 0x4d4d5344), GUINT32_TO_LE(1),
+        GUINT64_TO_LE(n), GUINT64_TO_LE(1 << 20), 0, 0,
+    };
+    uint8_t page[DEVSTATE_PAGE_SIZE];
+    unsigned i;
+
+    g_byte_array_append(set, (const guint8 *)&hdr, sizeof(hdr));
+    for (i = 0; i < n; i++) {
+        uint64_t le = GUINT64_TO_LE(pages[i]);
+
+        memset(page, 0x5a ^ pages[i], sizeof(page));
+        g_byte_array_append(set, (const guint8 *)&le, 8);
+        g_byte_array_append(set, page, sizeof(page));
+    }
+    return set;
+}
+
+/* Load @set in STOP: its size, then each chunk and SET_BUFFER */
+static void rec_load_set(GByteArray *a, GByteArray *set, uint64_t chunk,
+                         size_t piece)
+{
+    uint64_t pos;
+
+    rec_ctlw(a, 40, set->len, true);
+    for (pos = 0; pos < set->len; pos += chunk) {
+        rec_wr(a, DEVSTATE_REGION_DATA_MEMORY, 0, set->data + pos,
+               MIN(chunk, set->len - pos), piece);
+        rec_ctlw(a, 32, VFIO_DEVICE_DATA_ACTION_SET_BUFFER, false);
+    }
+}
+
+static const char version_ok[] = "vfio-user-devstate-1.0.0";
+
+static void add(GPtrArray *inputs, const char *name, FuzzExpect expect,
+                GByteArray *a)
+{
+    fuzz_input_add(inputs, name, expect, a->data, a->len);
+    g_byte_array_free(a, TRUE);
+}
+
+static GByteArray *input(uint8_t opts)
+{
+    GByteArray *a = g_byte_array_new();
+
+    g_byte_array_append(a, &opts, 1);
+    return a;
+}
+
+GPtrArray *fuzz_inputs(void)
+{
+    GPtrArray *inputs = g_ptr_array_new_with_free_func(fuzz_input_free);
+    static const uint32_t two[] = { 3, 200 }, down[] = { 200, 3 };
+    static const uint32_t past[] = { 256 };
+    uint32_t twenty[20];
+    g_autoptr(GByteArray) set2 = mem_set(two, 2, false);
+    g_autoptr(GByteArray) set20 = NULL;
+    GByteArray *a;
+    unsigned i;
+
+    for (i = 0; i < 20; i++) {
+        twenty[i] = i * 5;
+    }
+    set20 = mem_set(twenty, 20, false);
+
+    /* Save: a logging session, a chunk, config, dirty bitmap, the end */
+    a = input(0);
+    rec_ctlw(a, 4, VFIO_DEVICE_DATA_STATE_LOGGING, false);
+    rec_rd(a, DEVSTATE_REGION_CTL, 40, 8);      /* opens the snapshot */
+    rec_rd(a, DEVSTATE_REGION_CTL, 48, 8);
+    rec_rd(a, DEVSTATE_REGION_CTL, 56, 8);
+    rec_ctlw(a, 32, VFIO_DEVICE_DATA_ACTION_GET_BUFFER, false);
+    rec_rd(a, DEVSTATE_REGION_DATA_MEMORY, 0, 4096);
+    rec_ctlw(a, 4, VFIO_DEVICE_DATA_STATE_STOP |
+             VFIO_DEVICE_DATA_STATE_LOGGING, false);
+    rec_ctlw(a, 16, VFIO_DEVICE_DATA_ACTION_GET_BUFFER, false);
+    rec_rd(a, DEVSTATE_REGION_CTL, 24, 8);
+    rec_rd(a, DEVSTATE_REGION_DATA_CONFIG, 0, 256);
+    rec_ctlw(a, 64, 64, true);
+    rec_ctlw(a, 72, 3, true);
+    rec_ctlw(a, 80, VFIO_DEVICE_DATA_ACTION_GET_BITMAP, false);
+    rec_rd(a, DEVSTATE_REGION_DATA_BITMAP, 0, 8);
+    rec_ctlw(a, 4, VFIO_DEVICE_DATA_STATE_STOP, false);
+    rec_ctlw(a, 4, VFIO_DEVICE_DATA_STATE_RUNNING, false);
+    add(inputs, "save", FUZZ_EXPECT_ACCEPT, a);
+
+    /* Load: version, STOP, the device's own config back, a data set */
+    for (i = 0; i < 3; i++) {
+        static const char *const names[] = {
+            "load", "load-two-chunks", "load-xfer-4k"
+        };
+
+        a = input(i == 2 ? 0x40 : 0);
+        rec_wr(a, DEVSTATE_REGION_VERSION, 0, version_ok,
+               sizeof(version_ok), 4096);
+        rec_ctlw(a, 4, VFIO_DEVICE_DATA_STATE_STOP, false);
+        rec_ctlw(a, 16, VFIO_DEVICE_DATA_ACTION_GET_BUFFER, false);
+        rec_ctlw(a, 16, VFIO_DEVICE_DATA_ACTION_SET_BUFFER, false);
+        rec_load_set(a, i == 0 ? set2 : set20, 64 << 10,
+                     i == 2 ? 4096 : 32768);
+        rec_rd(a, DEVSTATE_REGION_CTL, 48, 8);
+        rec_line(a, "digest");
+        rec_ctlw(a, 4, VFIO_DEVICE_DATA_STATE_RUNNING, false);
+        add(inputs, names[i], FUZZ_EXPECT_ACCEPT, a);
+    }
+
+    /* Protocol: info, regions, IRQs, DMA, config space, BARs, reset */
+    a = input(0);
+    {
+        uint32_t info[4] = { GUINT32_TO_LE(16) };
+        static const uint8_t regions[] = { 0, 1, 7, 9, 10, 11, 12, 13 };
+        uint32_t unmap[6] = {
+            GUINT32_TO_LE(24), 0, GUINT32_TO_LE(0x100000), 0,
+            GUINT32_TO_LE(0x10000), 0,
+        };
+        uint32_t irqs[5] = {
+            GUINT32_TO_LE(20),
+            GUINT32_TO_LE(VFIO_IRQ_SET_DATA_NONE |
+                          VFIO_IRQ_SET_ACTION_TRIGGER),
+        };
+        uint8_t cmd[2] = { 0x06, 0x00 };
+        uint8_t msix[8] = { 0 };
+
+        rec_msg(a, VFIO_USER_DEVICE_GET_INFO, info, sizeof(info), false);
+        for (i = 0; i < sizeof(regions); i++) {
+            uint32_t ri[8] = { GUINT32_TO_LE(256), 0, regions[i] };
+
+            rec_msg(a, VFIO_USER_DEVICE_GET_REGION_INFO, ri, sizeof(ri),
+                    false);
+        }
+        for (i = 0; i < 4; i++) {
+            uint32_t ii[4] = { GUINT32_TO_LE(16), 0, GUINT32_TO_LE(i) };
+
+            rec_msg(a, VFIO_USER_DEVICE_GET_IRQ_INFO, ii, sizeof(ii), false);
+        }
+        rec_dma_map(a, 0, 0x100000, 0x10000);
+        rec_msg(a, VFIO_USER_DMA_UNMAP, unmap, sizeof(unmap), false);
+        rec_msg(a, VFIO_USER_DEVICE_SET_IRQS, irqs, sizeof(irqs), false);
+        rec_rd(a, DEVSTATE_REGION_BAR0, 0, 4);
+        rec_rd(a, DEVSTATE_REGION_CONFIG, 0, 64);
+        rec_wr(a, DEVSTATE_REGION_CONFIG, 4, cmd, 2, 2);
+        rec_bar0(a, DEVSTATE_REG_SCRATCH, 0x04030201);
+        rec_rd(a, DEVSTATE_REGION_BAR1, 0, 8);
+        rec_wr(a, DEVSTATE_REGION_BAR1, 16, msix, 8, 8);
+        rec_rd(a, DEVSTATE_REGION_BAR1, 0x800, 8);
+        rec_msg(a, VFIO_USER_DEVICE_RESET, NULL, 0, false);
+        rec_line(a, "status");
+        rec_line(a, "fail mem-set:EIO:1");
+        rec_line(a, "clear all");
+        rec_line(a, "digest");
+    }
+    add(inputs, "proto", FUZZ_EXPECT_ACCEPT, a);
+
+    /* DMA: a 64 KiB mapping, the engine writing it, then past the top */
+    a = input(0);
+    rec_dma_map(a, 0, 0, 0x10000);
+    rec_bar0(a, DEVSTATE_REG_DMA_ADDR_LO, 0);
+    rec_bar0(a, DEVSTATE_REG_DMA_PAGES, 16);
+    rec_bar0(a, DEVSTATE_REG_CTRL, 7);
+    rec_line(a, "status");
+    rec_tick(a, 20);
+    rec_bar0(a, DEVSTATE_REG_DMA_ADDR_LO, 0xfffff000);
+    rec_bar0(a, DEVSTATE_REG_DMA_ADDR_HI, 0xffffffff);
+    rec_bar0(a, DEVSTATE_REG_DMA_PAGES, 1);
+    rec_tick(a, 2);
+    add(inputs, "dma", FUZZ_EXPECT_ACCEPT, a);
+
+    /* P2P: BAR accesses complete, then a stop-and-copy arc */
+    a = input(0);
+    rec_ctlw(a, 4, VFIO_DEVICE_DATA_STATE_LOGGING, false);
+    rec_ctlw(a, 4, VFIO_DEVICE_DATA_STATE_P2P |
+             VFIO_DEVICE_DATA_STATE_LOGGING, false);
+    rec_bar0(a, DEVSTATE_REG_SCRATCH, 0x1234);
+    rec_ctlw(a, 4, VFIO_DEVICE_DATA_STATE_STOP |
+             VFIO_DEVICE_DATA_STATE_LOGGING, false);
+    rec_ctlw(a, 4, VFIO_DEVICE_DATA_STATE_P2P, false);
+    rec_ctlw(a, 4, VFIO_DEVICE_DATA_STATE_RUNNING, false);
+    add(inputs, "p2p", FUZZ_EXPECT_ACCEPT, a);
+
+    /*
+     * A save session with the workers on: the whole set, pages dirtied
+     * between chunks, an interrupt held in P2P, stop-and-copy
+     */
+    a = input(0);
+    rec_bar0(a, DEVSTATE_REG_CTRL, DEVSTATE_CTRL_MUTATE |
+             DEVSTATE_CTRL_DMA_IRQ);
+    rec_ctlw(a, 4, VFIO_DEVICE_DATA_STATE_LOGGING, false);
+    rec_rd(a, DEVSTATE_REGION_CTL, 40, 8);
+    for (i = 0; i < 3; i++) {
+        rec_ctlw(a, 32, VFIO_DEVICE_DATA_ACTION_GET_BUFFER, false);
+        rec_rd(a, DEVSTATE_REGION_CTL, 48, 8);
+    }
+    rec_tick(a, 20);
+    rec_rd(a, DEVSTATE_REGION_CTL, 56, 8);
+    rec_ctlw(a, 4, VFIO_DEVICE_DATA_STATE_P2P |
+             VFIO_DEVICE_DATA_STATE_LOGGING, false);
+    rec_bar0(a, DEVSTATE_REG_IRQ, 0);
+    rec_ctlw(a, 4, VFIO_DEVICE_DATA_STATE_STOP |
+             VFIO_DEVICE_DATA_STATE_LOGGING, false);
+    rec_ctlw(a, 16, VFIO_DEVICE_DATA_ACTION_GET_BUFFER, false);
+    rec_ctlw(a, 64, 0x1000, true);
+    rec_ctlw(a, 72, 64, true);
+    rec_ctlw(a, 80, VFIO_DEVICE_DATA_ACTION_GET_BITMAP, false);
+    rec_ctlw(a, 4, VFIO_DEVICE_DATA_STATE_STOP, false);
+    add(inputs, "save-session", FUZZ_EXPECT_ACCEPT, a);
+
+    /* migration_version with the one trailing newline it may carry */
+    a = input(0);
+    {
+        static const char v[] = "vfio-user-devstate-1.0.0\n";
+
+        rec_wr(a, DEVSTATE_REGION_VERSION, 0, v, sizeof(v), 4096);
+    }
+    add(inputs, "version-newline", FUZZ_EXPECT_ACCEPT, a);
+
+    /* MSI-X: an fd for vector 0, the IRQ register, the PBA, an FLR */
+    a = input(0);
+    {
+        uint32_t irqs[5] = {
+            GUINT32_TO_LE(20),
+            GUINT32_TO_LE(VFIO_IRQ_SET_DATA_EVENTFD |
+                          VFIO_IRQ_SET_ACTION_TRIGGER),
+            GUINT32_TO_LE(VFIO_PCI_MSIX_IRQ_INDEX), 0, GUINT32_TO_LE(1),
+        };
+        uint8_t flr = 1;
+
+        rec_msg(a, VFIO_USER_DEVICE_SET_IRQS, irqs, sizeof(irqs), true);
+        rec_bar0(a, DEVSTATE_REG_IRQ, 0);
+        rec_bar0(a, DEVSTATE_REG_IRQ, 1);
+        rec_rd(a, DEVSTATE_REGION_BAR1, DEVSTATE_MSIX_PBA_OFFSET, 8);
+        rec_wr(a, DEVSTATE_REGION_CONFIG, DEVSTATE_CAP_AF + 4, &flr, 1, 1);
+    }
+    add(inputs, "msix-flr", FUZZ_EXPECT_ACCEPT, a);
+
+    /* Corrupt inputs: each ends in one request the device must refuse */
+    a = input(0);
+    rec_ctlw(a, 48, 0, true);
+    add(inputs, "bad-pos-write", FUZZ_EXPECT_REJECT, a);
+
+    a = input(0);
+    rec_ctlw(a, 56, 0, true);
+    add(inputs, "bad-pending-write", FUZZ_EXPECT_REJECT, a);
+
+    a = input(0);
+    rec_ctlw(a, 40, 8240, false);
+    add(inputs, "bad-mixed-width", FUZZ_EXPECT_REJECT, a);
+
+    a = input(0);
+    rec_ctlw(a, 4, VFIO_DEVICE_DATA_STATE_STOP | VFIO_DEVICE_DATA_STATE_P2P,
+             false);
+    add(inputs, "bad-state-stop-p2p", FUZZ_EXPECT_REJECT, a);
+
+    a = input(0x20);
+    rec_ctlw(a, 4, VFIO_DEVICE_DATA_STATE_P2P, false);
+    add(inputs, "bad-p2p-without-cap", FUZZ_EXPECT_REJECT, a);
+
+    a = input(0);
+    rec_ctlw(a, 40, set2->len, true);
+    add(inputs, "bad-load-running", FUZZ_EXPECT_REJECT, a);
+
+    a = input(0);
+    rec_ctlw(a, 4, VFIO_DEVICE_DATA_STATE_STOP, false);
+    rec_ctlw(a, 40, 100, true);
+    add(inputs, "bad-set-size", FUZZ_EXPECT_REJECT, a);
+
+    for (i = 0; i < 3; i++) {
+        static const char *const names[] = {
+            "bad-set-header", "bad-set-page-order", "bad-set-page-past-end",
+        };
+        g_autoptr(GByteArray) bad = i == 0 ? mem_set(two, 2, true) :
+                                    i == 1 ? mem_set(down, 2, false) :
+                                    mem_set(past, 1, false);
+
+        a = input(0);
+        rec_ctlw(a, 4, VFIO_DEVICE_DATA_STATE_STOP, false);
+        rec_load_set(a, bad, 64 << 10, 32768);
+        add(inputs, names[i], FUZZ_EXPECT_REJECT, a);
+    }
+
+    a = input(0);
+    {
+        uint8_t junk[100];
+
+        memset(junk, 0x33, sizeof(junk));
+        rec_ctlw(a, 4, VFIO_DEVICE_DATA_STATE_STOP, false);
+        rec_ctlw(a, 24, sizeof(junk), true);
+        rec_wr(a, DEVSTATE_REGION_DATA_CONFIG, 0, junk, sizeof(junk), 4096);
+        rec_ctlw(a, 16, VFIO_DEVICE_DATA_ACTION_SET_BUFFER, false);
+    }
+    add(inputs, "bad-config-blob", FUZZ_EXPECT_REJECT, a);
+
+    a = input(0);
+    rec_ctlw(a, 32, VFIO_DEVICE_DATA_ACTION_GET_BUFFER, false);
+    add(inputs, "bad-get-buffer-no-set", FUZZ_EXPECT_REJECT, a);
+
+    a = input(0);
+    rec_ctlw(a, 72, 1 << 20, true);
+    rec_ctlw(a, 80, VFIO_DEVICE_DATA_ACTION_GET_BITMAP, false);
+    add(inputs, "bad-bitmap-range", FUZZ_EXPECT_REJECT, a);
+
+    for (i = 0; i < 3; i++) {
+        static const char *const v[] = {
+            "vfio-user-devstate-2.0.0", "vfio-user-devstate-4294967297.0.0",
+            "vfio-user-devstate-+1.+0.+0",
+        };
+        static const char *const names[] = {
+            "bad-version-major", "bad-version-wrap", "bad-version-sign",
+        };
+
+        a = input(0);
+        rec_wr(a, DEVSTATE_REGION_VERSION, 0, v[i], strlen(v[i]) + 1, 4096);
+        add(inputs, names[i], FUZZ_EXPECT_REJECT, a);
+    }
+
+    a = input(0);
+    rec_ctlw(a, 4, VFIO_DEVICE_DATA_STATE_STOP, false);
+    rec_bar0(a, DEVSTATE_REG_SCRATCH, 1);
+    add(inputs, "bad-register-write-in-stop", FUZZ_EXPECT_REJECT, a);
+
+    a = input(0x40);
+    rec_rd(a, DEVSTATE_REGION_DATA_MEMORY, 0, 8192);
+    add(inputs, "bad-xfer-above-max", FUZZ_EXPECT_REJECT, a);
+
+    a = input(0);
+    rec_rd(a, DEVSTATE_REGION_BAR1, 0, 16);
+    add(inputs, "bad-msix-access-width", FUZZ_EXPECT_REJECT, a);
+
+    a = input(0);
+    rec_rd(a, DEVSTATE_NUM_REGIONS, 0, 4);
+    add(inputs, "bad-region-index", FUZZ_EXPECT_REJECT, a);
+
+    a = input(0);
+    rec_dma_map(a, 0x10000, 0x100000, 0x10000);
+    add(inputs, "bad-dma-past-memfd", FUZZ_EXPECT_REJECT, a);
+
+    a = input(0);
+    rec_msg(a, 99, NULL, 0, false);
+    add(inputs, "bad-command", FUZZ_EXPECT_REJECT, a);
+
+    a = input(0);
+    {
+        /* a header that claims 8 bytes, shorter than itself */
+        static const uint8_t lie[] = {
+            0, 4, 0, 0, 0, 0, 0, 2, 8, 0, 0, 0, 7, 0, 0, 0,
+        };
+
+        g_byte_array_append(a, lie, sizeof(lie));
+    }
+    add(inputs, "bad-header-size", FUZZ_EXPECT_REJECT, a);
+    return inputs;
 }

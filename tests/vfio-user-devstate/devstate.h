@@ -193,9 +193,4 @@ int vfu_serve(Devstate *ds, int fd, bool listening, bool persist,
 /* main.c: the control socket */
 void devstate_control_line(Devstate *ds, const char *line, GString *reply);
 
-/* devstate-fuzz.c: main() of main.c renamed, the libFuzzer entry points */
-int devstate_main(int argc, char **argv);
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
 #endif /* DEVSTATE_H */
