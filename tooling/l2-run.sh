@@ -24,7 +24,8 @@
 # insmod cannot read .ko.xz) and the given modules.  The host's / is
 # shared read-only over 9p; COMMAND runs chrooted into it with bash, in the
 # caller's working directory, with /proc, /sys, /dev, /dev/shm, a tmpfs
-# /tmp and /run, and the results directory mounted.  Its environment:
+# /run, /tmp as an overlay of the host's /tmp and a tmpfs, and the results
+# directory mounted.  Its environment:
 #   L2_RESULTS   the results directory (writable)
 #   L2_MDEVS     the created instances' UUIDs, in order of creation
 #   L2_MDEV_LIST file with one "TYPE UUID" line per instance
@@ -133,7 +134,7 @@ add_debian_module() {  # add_debian_module NAME: NAME and its dependencies
     done
     load_order+=("$m")
 }
-for m in netfs 9pnet 9pnet_virtio 9p vfio vfio_iommu_type1 mdev; do
+for m in netfs 9pnet 9pnet_virtio 9p overlay vfio vfio_iommu_type1 mdev; do
     add_debian_module "$m"
 done
 given=()
@@ -203,16 +204,22 @@ while read -r m params; do
 done < /modules.list
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose hostroot /host ||
     fail_setup "cannot mount the host root (9p tag hostroot)"
-mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 results "/host$RESULTS" ||
-    fail_setup "cannot mount the results directory (9p tag results) at $RESULTS"
 log "modules loaded, host root mounted"
 H=/host
 mount -t proc proc $H/proc && mount -t sysfs sys $H/sys && mount -t devtmpfs dev $H/dev &&
     mkdir -p $H/dev/shm $H/dev/pts && mount -t tmpfs shm $H/dev/shm &&
     mount -t devpts devpts $H/dev/pts && ln -sf /proc/self/fd $H/dev/fd &&
     ln -sf /proc/self/fd/0 $H/dev/stdin && ln -sf /proc/self/fd/1 $H/dev/stdout &&
-    ln -sf /proc/self/fd/2 $H/dev/stderr && mount -t tmpfs tmp $H/tmp &&
-    mount -t tmpfs run $H/run || fail_setup "cannot mount /proc /sys /dev /tmp /run in the host root"
+    ln -sf /proc/self/fd/2 $H/dev/stderr && mount -t tmpfs run $H/run ||
+    fail_setup "cannot mount /proc /sys /dev /run in the host root"
+# /tmp: the host's /tmp (a tree or a results directory may live there)
+# with a tmpfs over it for writes.
+mkdir -p /tmpfs && mount -t tmpfs tmpfs /tmpfs && mkdir /tmpfs/upper /tmpfs/work &&
+    mount -t overlay overlay -o lowerdir=$H/tmp,upperdir=/tmpfs/upper,workdir=/tmpfs/work $H/tmp ||
+    fail_setup "cannot mount an overlay of the host's /tmp and a tmpfs on /tmp"
+mkdir -p "$H$RESULTS" &&
+    mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 results "$H$RESULTS" ||
+    fail_setup "cannot mount the results directory (9p tag results) at $RESULTS"
 mkdir -p $H/tmp/l2/modules && cp /bin/busybox $H/tmp/l2/ && cp /lib/modules/*.ko $H/tmp/l2/modules/ &&
     cp /cmd.sh $H/tmp/l2/cmd.sh || fail_setup "cannot fill /tmp/l2"
 uuids=
