@@ -13,9 +13,12 @@
 # device's protocol client through a VFIO device fd (the QEMU build's
 # devstate-client-test), the project's QEMU with -device
 # vfio-pci,sysfsdev= on the sample (realize, save to a file, load into a
-# second instance, digests equal; tooling/kernel-tests/qemu-migrate.py) and,
-# after all of them, the L2 kernel-log check.  The client and QEMU default
-# to the series build (.work/series/build).
+# second instance, digests equal; tooling/kernel-tests/qemu-migrate.py),
+# QEMU's migration qtest in its kernel mode (live migrations between two
+# instances, cancel, device errors, refusal; one case at a time,
+# tooling/kernel-tests/migration-qtest.sh) and, after all of them, the L2
+# kernel-log check.  The client, QEMU and the qtest default to the series
+# build (.work/series/build; KTEST_QTEST_BUILD for the qtest's build dir).
 # --module/--params replace the built module or add module parameters
 # (e.g. for a deliberate breakage).  Prints "PASS  name" / "FAIL  name"
 # lines and ends with "kernel tests: N passed, N failed".
@@ -125,10 +128,23 @@ if [ "$qemu" = auto ]; then
     }
 fi
 [ -z "$qemu" ] || client_args+=(--qemu "$qemu")
+# QEMU's migration qtest in its kernel mode, from the series build (or the
+# build dir KTEST_QTEST_BUILD); its cases create instances of their own
+# (up to four at a time) and VMs of 128 MiB: room for them in L2.
+qbuild=${KTEST_QTEST_BUILD:-$SERIES_BUILD}
+qtest=$qbuild/tests/qtest/vfio-devstate-migration-test
+if [ ! -x "$qtest" ] || [ ! -x "$qbuild/qemu-system-x86_64" ]; then
+    emit "FAIL  kernel qtest: $qtest is not built (run after the QEMU build)"
+elif ! grep -q -a DEVSTATE_KERNEL_MDEV_TYPE "$qtest"; then
+    emit "FAIL  kernel qtest: $qtest has no kernel mode (DEVSTATE_KERNEL_MDEV_TYPE)"
+else
+    client_args+=(--qtest "$qtest" --qtest-qemu "$qbuild/qemu-system-x86_64")
+    params="max_instances=16 $params"
+fi
 
 say "booting L2 for the kernel tests"
-"$TOP/tooling/l2-run.sh" --name kernel-tests --results "$out/l2" --timeout 1500 \
-    --smp "${KTEST_L2_SMP:-1}" --mem "${KTEST_L2_MEM:-768}" \
+"$TOP/tooling/l2-run.sh" --name kernel-tests --results "$out/l2" --timeout 2700 \
+    --smp "${KTEST_L2_SMP:-1}" --mem "${KTEST_L2_MEM:-2048}" \
     --module "$module $params" --mdev "$TYPE:5" --mdev "$INCOMPAT_TYPE:1" \
     --check-name "kernel: L2 kernel log has no warning, BUG, oops or taint" \
     -- "$TOP/tooling/kernel-tests/in-l2.sh" --type "$TYPE" \

@@ -5,17 +5,20 @@
 # loaded and its instances created).
 #
 #   in-l2.sh --type TYPE --incompat-type TYPE --hostile BIN [--client BIN]
-#            [--qemu BIN]
+#            [--qemu BIN] [--qtest BIN --qtest-qemu BIN]
 #            [--refuse-errno NAME] [--malformed-errno NAME]
 #
 # Instances ($L2_MDEV_LIST): the first five of TYPE are the source and
 # the compatible target (management check, then the protocol client), the
 # instance of the hostile checks, and the two of the QEMU migration; the
-# first of the incompatible type is the incompatible target.  Prints "PASS  name" /
+# first of the incompatible type is the incompatible target.  --qtest runs
+# QEMU's migration qtest in its kernel mode, with instances of its own
+# (tooling/kernel-tests/migration-qtest.sh).  Prints "PASS  name" /
 # "FAIL  name" lines; exits 1 when any failed.
 set -uo pipefail
 
 type= incompat_type= hostile= client= qemu= refuse=EINVAL malformed=EINVAL
+qtest= qtest_qemu=
 while [ $# -gt 0 ]; do
     case $1 in
         --type) type=$2; shift 2 ;;
@@ -23,6 +26,8 @@ while [ $# -gt 0 ]; do
         --hostile) hostile=$2; shift 2 ;;
         --client) client=$2; shift 2 ;;
         --qemu) qemu=$2; shift 2 ;;
+        --qtest) qtest=$2; shift 2 ;;
+        --qtest-qemu) qtest_qemu=$2; shift 2 ;;
         --refuse-errno) refuse=$2; shift 2 ;;
         --malformed-errno) malformed=$2; shift 2 ;;
         *) echo "in-l2.sh: unknown option '$1'" >&2; exit 2 ;;
@@ -122,5 +127,11 @@ if [ -n "$qemu" ]; then
         fail=1
     fi
     echo Y > "$p"
+fi
+
+# ---- QEMU's migration qtest, kernel mode (tooling/kernel-tests/migration-qtest.sh)
+if [ -n "$qtest" ]; then
+    "$here/migration-qtest.sh" --qtest "$qtest" --qemu "$qtest_qemu" \
+        --type "$type" --incompat-type "$incompat_type" || fail=1
 fi
 exit $fail
