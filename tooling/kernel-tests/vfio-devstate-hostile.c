@@ -536,10 +536,21 @@ static void wrong_state(void)
 
 static void sizes(void)
 {
+	if (mem.present)
+		bad_write("device-memory load size in RUNNING", CTL_MEM_SIZE, 8,
+			  4096, EBUSY);
 	must("to STOP", set_state(STOP));
 	bad_write("config size larger than the region", CTL_CFG_SIZE, 8,
 		  cfg.size + 1, EINVAL);
 	bad_write("config size 2^64-1", CTL_CFG_SIZE, 8, UINT64_MAX, EINVAL);
+	if (mem.present) {
+		bad_write("device-memory size 2^64-1", CTL_MEM_SIZE, 8,
+			  UINT64_MAX, EINVAL);
+		bad_write("device-memory size 1", CTL_MEM_SIZE, 8, 1, EINVAL);
+		bad_write("device-memory SET_BUFFER with no data set open",
+			  CTL_MEM_ACTION, 4, VFIO_DEVICE_DATA_ACTION_SET_BUFFER,
+			  EINVAL);
+	}
 	must("back to RUNNING", set_state(RUNNING));
 }
 
@@ -692,7 +703,8 @@ int main(int argc, char **argv)
 	check("actions: unknown actions -> EINVAL, nothing changed",
 	      unknown_actions);
 	check("actions: save/load in the wrong state -> EBUSY", wrong_state);
-	check("config: size larger than the region -> EINVAL", sizes);
+	check("sizes: out of range -> EINVAL, a memory load outside STOP -> EBUSY",
+	      sizes);
 	check("bitmap: page_nr out of range -> EINVAL", bitmap_range);
 	check("version region: ill-formed strings refused", version_region);
 	check("reset: VFIO_DEVICE_RESET -> RUNNING, logging ended", reset);
