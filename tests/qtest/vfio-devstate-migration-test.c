@@ -396,11 +396,10 @@ static void test_paused_source(void)
  * After a failed migration: the source VM runs, its device is RUNNING and
  * working, and a second migration to a fresh destination succeeds.
  */
-static void assert_source_recovered(Mig *m, const char *dst_opts)
+/* After a failed migration: the source VM runs, its device is RUNNING */
+static void assert_source_running(Mig *m)
 {
-    Mig again = { 0 };
-    g_autofree char *st = NULL, *err = NULL, *run = NULL;
-    g_autofree char *sdig = NULL, *ddig = NULL;
+    g_autofree char *run = NULL;
     QDict *rsp;
 
     rsp = qtest_qmp_assert_success_ref(m->src.qts,
@@ -410,6 +409,15 @@ static void assert_source_recovered(Mig *m, const char *dst_opts)
     g_assert_cmpstr(run, ==, "running");
     assert_state(m->src.srv, "RUNNING");
     assert_device_works(m->src.srv);
+}
+
+static void assert_source_recovered(Mig *m, const char *dst_opts)
+{
+    Mig again = { 0 };
+    g_autofree char *st = NULL, *err = NULL;
+    g_autofree char *sdig = NULL, *ddig = NULL;
+
+    assert_source_running(m);
 
     /* Second migration, from the same source */
     again.tmpdir = g_dir_make_tmp("vfio-devstate-mig-XXXXXX", NULL);
@@ -533,6 +541,7 @@ typedef struct FaultCase {
     const char *src_fault;      /* extra options of the source device */
     const char *dst_fault;      /* extra options of the destination device */
     bool dst_loaded;            /* the destination loaded part of the state */
+    const char *expect;         /* in the source's error, if set */
 } FaultCase;
 
 /* Guest RAM where the MSI-X vector writes its message */
@@ -655,11 +664,20 @@ static void test_fault(const void *opaque)
     mig_go(&m);
     st = mig_wait(m.src.qts, &err);
     g_assert_cmpstr(st, ==, "failed");
+    if (fc->expect) {
+        g_test_message("error-desc: %s", err);
+        g_assert_nonnull(strstr(err, fc->expect));
+    }
     if (fc->dst_loaded) {
         /* The destination reset its device, with what it had loaded */
         wait_log(m.dst.srv, "RUNNING (reset)");
     }
-    assert_source_recovered(&m, "--mem-size 64M");
+    if (fc->expect) {
+        /* The device is broken for good: no second migration */
+        assert_source_running(&m);
+    } else {
+        assert_source_recovered(&m, "--mem-size 64M");
+    }
     mig_end(&m);
 }
 
@@ -670,6 +688,11 @@ static const FaultCase faults[] = {
     { "src-bitmap", "--fail bitmap:EIO:1", NULL },
     { "src-arc", "--fail arc:P2P|LOGGING->STOP|LOGGING:EIO:1", NULL },
     { "src-final-arc", "--fail arc:STOP|LOGGING->STOP:EIO:1", NULL },
+    /* A broken device cannot keep the migration (and the stopped VM) going */
+    { "src-big-set", "--misbehave big-set", NULL, false,
+      "exceeds the session's first data set" },
+    { "src-endless-dirty", "--misbehave endless-dirty", NULL, false,
+      "still reports" },
     { "dst-config-set", NULL, "--fail config-set:EINVAL", true },
     { "dst-mem-set", NULL, "--fail mem-set:EIO", true },
     { "dst-arc", NULL, "--fail arc:RUNNING->STOP:EIO" },

@@ -279,6 +279,11 @@ static void save_set_open(Devstate *ds)
     uint64_t p, n = 0;
 
     load_set_close(ds);
+    if (ds->misbehave_endless_dirty && logging &&
+        (ds->state & VFIO_DEVICE_DATA_STATE_STOP) && !ds->mem_dirty_count) {
+        ds->mem_dirty[0] |= 1;                  /* a stopped device "writes" */
+        ds->mem_dirty_count = 1;
+    }
     set->pages = g_new(uint32_t, ds->nr_pages);
     for (p = 0; p < ds->nr_pages; p++) {
         uint64_t w = ds->mem_dirty[p / 64];
@@ -297,6 +302,10 @@ static void save_set_open(Devstate *ds)
     }
     set->nr_pages = n;
     set->size = set_bytes(n);
+    if (ds->misbehave_big_set && logging && ds->session_sets && n) {
+        set->size = set_bytes(ds->nr_pages + 1);   /* beyond the snapshot */
+    }
+    ds->session_sets++;
     set->pos = 0;
     set->open = n != 0;
     ds->ctl.device_memory.pos = 0;
@@ -329,8 +338,18 @@ static void save_set_emit(Devstate *ds, uint64_t pos, uint8_t *buf,
         } else {
             uint64_t rec = (pos - MEM_HDR_SIZE) / MEM_REC_SIZE;
             uint64_t in = (pos - MEM_HDR_SIZE) % MEM_REC_SIZE;
-            uint64_t page = set->pages[rec];
+            uint64_t page;
 
+            if (rec >= set->nr_pages) {
+                /* --misbehave big-set: padding past the real records */
+                n = MIN(len, MEM_REC_SIZE - in);
+                memset(buf, 0, n);
+                buf += n;
+                pos += n;
+                len -= n;
+                continue;
+            }
+            page = set->pages[rec];
             if (in < 8) {
                 uint64_t le = GUINT64_TO_LE(page);
 
@@ -661,6 +680,7 @@ static void logging_start(Devstate *ds)
         ds->mem_dirty[words - 1] = (1ull << (ds->nr_pages % 64)) - 1;
     }
     ds->mem_dirty_count = ds->nr_pages;
+    ds->session_sets = 0;
     g_hash_table_remove_all(ds->sys_dirty);
     save_set_close(ds);
 }

@@ -97,6 +97,15 @@ typedef struct {
     uint64_t max_xfer;      /* max_data_xfer_size the server advertises */
     bool no_mmap;
     bool no_p2p;            /* withhold VFIO_DEVICE_DATA_CAP_P2P */
+    /*
+     * Break the interface on purpose, to test QEMU's bounds (spec 5, 8):
+     * big-set reports every data set after the first of a session as
+     * larger than that first one; endless-dirty keeps reporting dirty
+     * memory in STOP|LOGGING.
+     */
+    bool misbehave_big_set;
+    bool misbehave_endless_dirty;
+    uint64_t session_sets;  /* data sets opened in this logging session */
     bool verbose;
     char *identity;
     unsigned ver_major, ver_minor, ver_bugfix;

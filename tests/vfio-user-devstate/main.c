@@ -153,6 +153,7 @@ int main(int argc, char **argv)
     gint64 dma_addr = 0x1000000;
     gboolean persist = FALSE, start = FALSE, no_mmap = FALSE;
     gboolean verbose = FALSE, no_p2p = FALSE;
+    g_autofree char *misbehave = NULL;
     GOptionEntry entries[] = {
         { "socket", 's', 0, G_OPTION_ARG_FILENAME, &socket_path,
           "Listen for the vfio-user client on this UNIX socket", "PATH" },
@@ -175,6 +176,10 @@ int main(int argc, char **argv)
           "of 1M and --chunk-size)", "SIZE" },
         { "no-p2p", 0, 0, G_OPTION_ARG_NONE, &no_p2p,
           "Withhold VFIO_DEVICE_DATA_CAP_P2P (no P2P state)", NULL },
+        { "misbehave", 0, 0, G_OPTION_ARG_STRING, &misbehave,
+          "Break the interface on purpose, for tests of QEMU: big-set "
+          "(a data set larger than the session's first) or endless-dirty "
+          "(dirty memory while stopped)", "HOW" },
         { "mutate-rate", 0, 0, G_OPTION_ARG_INT, &mutate_rate,
           "Device-memory pages written per second (default 1000)", "N" },
         { "dma-rate", 0, 0, G_OPTION_ARG_INT, &dma_rate,
@@ -259,6 +264,13 @@ int main(int argc, char **argv)
     }
     ds->no_mmap = no_mmap;
     ds->no_p2p = no_p2p;
+    if (misbehave && !strcmp(misbehave, "big-set")) {
+        ds->misbehave_big_set = true;
+    } else if (misbehave && !strcmp(misbehave, "endless-dirty")) {
+        ds->misbehave_endless_dirty = true;
+    } else if (misbehave) {
+        usage_error(ctx, "--misbehave: big-set or endless-dirty");
+    }
     ds->verbose = verbose;
     ds->init_regs[DEVSTATE_REG_CTRL / 4] =
         start ? DEVSTATE_CTRL_MUTATE | DEVSTATE_CTRL_DMA : 0;
