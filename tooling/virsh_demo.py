@@ -21,10 +21,12 @@ import os
 import re
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import lab
@@ -97,6 +99,78 @@ def stamps(window, pages):
     return written, bad
 
 
+def batch(server, lines):
+    """Send LINES to the device's control socket at once; its replies."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(60)
+        s.connect(server.ctl)
+        s.sendall(''.join(ln + '\n' for ln in lines).encode())
+        buf = b''
+        while buf.count(b'\n') < len(lines):
+            chunk = s.recv(65536)
+            if not chunk:
+                raise OSError('%s closed the control connection' %
+                              server.name)
+            buf += chunk
+    return buf.decode().splitlines()
+
+
+def kv(line):
+    return dict(w.split('=', 1) for w in line.split() if '=' in w)
+
+
+class StoppedDevice(threading.Thread):
+    """Watch the source device during the migration and take its digest
+    and status once it is stopped after the switchover (state STOP after
+    a LOGGING state, its QEMU still connected): libvirt ends the source
+    QEMU right after the migration, and the device resets when its client
+    goes.  The device does not change while stopped; the digest counts
+    only if the device is stopped, connected and with the same counters
+    right before and after it."""
+
+    SAME = ('state', 'connected', 'mutate_count', 'dma_count', 'dma_passes',
+            'dma_errors', 'ctrl')
+
+    def __init__(self, server):
+        super().__init__(daemon=True)
+        self.server = server
+        self.digest = None
+        self.status = None
+        self.last = 'not polled'
+        self.done = threading.Event()
+
+    def run(self):
+        logging = False
+        while not self.done.is_set() and not self.digest:
+            try:
+                st = self.server.status()
+                self.last = 'state=%s connected=%s' % (st.get('state'),
+                                                       st.get('connected'))
+                if 'LOGGING' in st.get('state', ''):
+                    logging = True
+                elif (logging and st.get('state') == 'STOP' and
+                      st.get('connected') == '1'):
+                    # One batch: the device answers all three lines before
+                    # it handles anything else (such as its QEMU going).
+                    before, dig, after = batch(self.server, (
+                        'status', 'digest', 'status'))
+                    before, after = kv(before), kv(after)
+                    if (before.get('state') == 'STOP' and
+                            before.get('connected') == '1' and
+                            all(after.get(k) == before.get(k)
+                                for k in self.SAME) and
+                            dig.startswith('digest ')):
+                        self.digest, self.status = dig.split()[-1], before
+            except (OSError, ValueError) as e:
+                self.last = str(e)
+            time.sleep(0.005)
+
+    def stop(self):
+        self.done.set()
+        if self.is_alive():
+            self.join(30)
+
+
 class JobEvents:
     """`virsh event --event job-completed` on the source, started before
     the migration: libvirt sends the finished job's statistics."""
@@ -160,8 +234,9 @@ def run(o, demo):
               '%d MiB, mmap %s, work dir %s' %
               (o.scenario, mem >> 20, ram >> 20,
                'off' if o.no_mmap else 'on', wd))
-        # --persist: the source device outlives its QEMU, which libvirt
-        # ends after the switchover, so that it can still be compared.
+        # --persist: the source device outlives its QEMU (which libvirt
+        # ends after the switchover; the device then resets), so that its
+        # log and status stay at hand.
         ssrv = lab.DeviceServer(wd, 'src-dev', common + ['--start',
                                                          '--persist'])
         dsrv = lab.DeviceServer(wd, 'dst-dev', common + dst_extra)
@@ -226,13 +301,16 @@ def run(o, demo):
         if bw:
             args += ['--bandwidth', str(max(1, bw >> 20))]
         args += [DOM, dst.uri]
+        watch = StoppedDevice(ssrv)
+        procs.append(watch)
+        watch.start()
         rc, out, secs = run_migrate(src, args,
                                     os.path.join(wd, 'virsh-migrate.log'))
         print('virsh migrate: exit status %d after %.1fs' % (rc, secs))
         if o.scenario == 'incompatible':
             verdict = incompatible(src, dst, ssrv, dsrv, rc, out, demo)
         else:
-            verdict = live(o, src, dst, ssrv, dsrv, rc, out, secs, sram,
+            verdict = live(o, src, dst, watch, dsrv, rc, out, secs, sram,
                            mem, ram, demo, events)
     except Exception as e:      # pylint: disable=broad-except
         verdict = 'demo: FAIL reason=%s' % str(e).replace(' ', '_')[:300]
@@ -260,7 +338,7 @@ def run(o, demo):
     return 0 if verdict.split()[1] in ('PASS', 'REFUSED') else 1
 
 
-def live(o, src, dst, ssrv, dsrv, rc, out, secs, sram, mem, ram, demo,
+def live(o, src, dst, watch, dsrv, rc, out, secs, sram, mem, ram, demo,
          events):
     if rc != 0:
         return 'demo: FAIL reason=virsh_migrate:%s' % (
@@ -272,7 +350,11 @@ def live(o, src, dst, ssrv, dsrv, rc, out, secs, sram, mem, ram, demo,
     check('domain gone from the source', gone)
     # Both devices are stopped now: the source's QEMU is gone (its device
     # server persists), the destination is paused.
-    sdig, ddig = ssrv.digest(), dsrv.digest()
+    watch.stop()
+    if not watch.digest:
+        return ('demo: FAIL reason=the_source_device_was_not_seen_stopped_'
+                'after_the_switchover (%s)' % watch.last)
+    sdig, ddig = watch.digest, dsrv.digest()
     dram = virsh_lab.memfd_of(dst.qemu_pid(DOM), ram)
     try:
         swin = dma_window(sram, demo.DMA_ADDR, o.dma_pages)
@@ -281,7 +363,7 @@ def live(o, src, dst, ssrv, dsrv, rc, out, secs, sram, mem, ram, demo,
         os.close(dram)
     ram_ok = swin == dwin
     written, bad = stamps(dwin, o.dma_pages)
-    dma = int(ssrv.status().get('dma_count', 0))
+    dma = int(watch.status.get('dma_count', 0))
     dig_ok = check('device digests equal', sdig == ddig,
                    '%s / %s' % (sdig[:16], ddig[:16]))
     ram_ok = check('guest RAM written by DMA equal', ram_ok,
@@ -298,7 +380,7 @@ def live(o, src, dst, ssrv, dsrv, rc, out, secs, sram, mem, ram, demo,
     works = demo.device_works(dsrv)
     run_ok = check('destination running after virsh resume, device working',
                    state == 'running' and works, state)
-    print('source device arcs:      %s' % ', '.join(ssrv.states()))
+    print('source device arcs:      %s' % ', '.join(watch.server.states()))
     print('destination device arcs: %s' % ', '.join(dsrv.states()))
     total = int(info.get('time_elapsed', 0))
     downtime = int(info.get('downtime', 0))
@@ -322,11 +404,17 @@ def live(o, src, dst, ssrv, dsrv, rc, out, secs, sram, mem, ram, demo,
 def incompatible(src, dst, ssrv, dsrv, rc, out, demo):
     err = virsh_error(out)
     failed = check('virsh migrate failed', rc != 0, 'exit status %d' % rc)
-    m = re.search(r"(\S+): device refused migration_version: source "
-                  r"'([^']*)', destination '([^']*)'[^\n]*", err)
+    # QEMU's reason, as libvirt passes it on: "...: DEVICE: device refused
+    # migration_version: source 'S', destination 'D'..."
+    m = re.search(r"device refused migration_version: source '([^']*)', "
+                  r"destination '([^']*)'", err)
+    device = (err[:m.start()].rstrip(': ').rsplit(': ', 1)[-1]
+              if m and m.group(1) and m.group(2) else '')
     named = check("libvirt's error carries QEMU's reason (device and both "
-                  "migration_version strings)", bool(m),
-                  m.group(0) if m else err or 'no error text')
+                  "migration_version strings)", bool(device),
+                  'device %s, source %r, destination %r' %
+                  (device, m.group(1), m.group(2)) if device else
+                  err or 'no error text')
     time.sleep(0.5)
     state = src.virsh('domstate', DOM, check=False).stdout.strip()
     dstate = ssrv.status().get('state')
@@ -345,8 +433,8 @@ def incompatible(src, dst, ssrv, dsrv, rc, out, demo):
     with open(dsrv.log) as f:
         dev_ok = check('destination device refused the version',
                        'refused' in f.read())
-    if m:
-        reason = m.group(0)
+    if device:
+        reason = '%s: %s' % (device, m.group(0))
     else:
         reason = err or 'virsh_exit_%d' % rc
     reason = reason.replace(' ', '_')
