@@ -36,7 +36,8 @@ nslog=$logs/mntns
 : > "$nslog"
 leftovers() {
     local p ns nss
-    mapfile -t nss < "$nslog"
+    # the daemons' namespaces, never our own
+    mapfile -t nss < <(grep -vxF "$(readlink /proc/self/ns/mnt)" "$nslog")
     for p in /proc/[0-9]*; do
         p=${p#/proc/}
         [ "$p" = $$ ] || [ "$p" = "$BASHPID" ] && continue

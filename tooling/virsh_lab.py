@@ -122,6 +122,7 @@ class Libvirtd:
                                      (self.name, self.tail()))
                 time.sleep(0.05)
         if self.mntns == os.readlink('/proc/self/ns/mnt'):
+            self.mntns = None       # never end the host's processes
             raise VirshError('%s libvirtd runs in the host mount namespace'
                              % self.name)
         # For a caller that checks for leftovers (tooling/virsh-test.sh).
@@ -199,7 +200,7 @@ class Libvirtd:
 
     def processes(self):
         """Pids of every process in this instance's mount namespace."""
-        if not self.mntns:
+        if not self.mntns or self.mntns == os.readlink('/proc/self/ns/mnt'):
             return []
         pids = []
         for p in os.listdir('/proc'):
