@@ -21,7 +21,8 @@ if [ ! -f "$build/build.ninja" ]; then
     # tarball has none, so link Debian's seabios and iPXE ROMs there.
     fw=$build/qemu-bundle/usr/local/share/qemu
     mkdir -p "$fw"
-    for f in /usr/share/seabios/*.bin /usr/lib/ipxe/qemu/*.rom; do
+    for f in /usr/share/seabios/*.bin /usr/lib/ipxe/qemu/*.rom \
+             /usr/share/qemu/kvmvapic.bin; do
         [ -e "$f" ] && ln -sf "$f" "$fw/$(basename "$f")"
     done
 fi

@@ -39,6 +39,11 @@ CONFIGURE_ARGS=(
     --enable-slirp
     --enable-fdt=system
 )
+# QEMU's configure names the compiler itself, so meson does not add ccache
+# on its own: ask for it (the cache is shared between the trees).
+if command -v ccache >/dev/null; then
+    CONFIGURE_ARGS+=(--cc="ccache cc")
+fi
 
 say()  { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die()  { printf 'error: %s\n' "$*" >&2; exit 1; }
