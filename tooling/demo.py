@@ -10,12 +10,19 @@ mutating its memory and writing guest RAM by DMA during precopy.  The
 destination is started with -S so that its device stays stopped after the
 switchover: the demo compares the devices' digests and the guest RAM the
 device wrote, then resumes the destination and checks that the device
-works on."""
+works on.
+
+With --device kernel the devices are two instances of the Linux series'
+sample mdev driver (samples/vfio-mdev/mdevstate.c) on -device vfio-pci,
+and everything runs in a nested guest (L2, tooling/l2-run.sh) with the
+pinned Debian kernel, the sample loaded and the guest booted as above,
+under TCG inside L2."""
 
 import argparse
 import filecmp
 import os
 import shutil
+import subprocess
 import sys
 import time
 
@@ -27,19 +34,24 @@ DMA_ADDR = 112 * lab.MiB        # above the guest's dirtying range (1-100 MiB)
 def opts():
     p = argparse.ArgumentParser(prog='make demo DEMO_ARGS=...',
                                 description=__doc__.split('\n\n')[0])
-    p.add_argument('--mem-size', default='64M',
-                   help='device memory (default 64M)')
-    p.add_argument('--ram', default='256M', help='guest RAM (default 256M)')
-    p.add_argument('--mutate-rate', type=int, default=4000,
-                   help='device-memory pages mutated per second (4000)')
-    p.add_argument('--dma-rate', type=int, default=2000,
-                   help='guest pages written by DMA per second (2000)')
+    p.add_argument('--mem-size', default=None,
+                   help='device memory (default 64M; 16M with --device '
+                   'kernel)')
+    p.add_argument('--ram', default=None,
+                   help='guest RAM (default 256M; 128M with --device kernel)')
+    p.add_argument('--mutate-rate', type=int, default=None,
+                   help='device-memory pages mutated per second (4000; 500 '
+                   'with --device kernel)')
+    p.add_argument('--dma-rate', type=int, default=None,
+                   help='guest pages written by DMA per second (2000; 500 '
+                   'with --device kernel)')
     p.add_argument('--dma-pages', type=int, default=2048,
                    help='pages in the DMA window (2048 = 8 MiB)')
     p.add_argument('--no-mmap', action='store_true',
                    help='data regions not mmappable (read/write path)')
-    p.add_argument('--downtime-limit', type=int, default=300,
-                   help='downtime limit in ms (300)')
+    p.add_argument('--downtime-limit', type=int, default=None,
+                   help='downtime limit in ms (300; 1000 with --device '
+                   'kernel)')
     p.add_argument('--bandwidth', default='0',
                    help='max-bandwidth, e.g. 200M (default: unlimited)')
     p.add_argument('--scenario', default='live',
@@ -49,8 +61,55 @@ def opts():
                    'virsh: two libvirt instances on this host and '
                    '`virsh migrate --live` (scenarios live and incompatible; '
                    'tooling/virsh_demo.py)')
+    p.add_argument('--device', default='ref', choices=['ref', 'kernel'],
+                   help='ref: the vfio-user reference device (default); '
+                   'kernel: instances of the sample mdev driver in a nested '
+                   'guest (L2), through vfio-pci (with --via qmp)')
+    p.add_argument('--mdev-type', default='mdevstate-1',
+                   help='--device kernel: the mdev type (mdevstate-1)')
+    p.add_argument('--incompat-mdev-type', default='mdevstate-2',
+                   help='--device kernel: the type with an incompatible '
+                   'migration_version (mdevstate-2)')
+    p.add_argument('--in-l2', action='store_true', help=argparse.SUPPRESS)
     p.add_argument('--keep', action='store_true', help='keep the work dir')
-    return p.parse_args()
+    o = p.parse_args()
+    kernel = o.device == 'kernel'
+    if kernel and o.via != 'qmp':
+        p.error('--device kernel runs with --via qmp only')
+    # Nested TCG moves some 10-25 MiB/s: a kernel device gets less memory
+    # and lower rates, so that the migration converges.
+    for k, ref, ker in (('mem_size', '64M', '16M'), ('ram', '256M', '128M'),
+                        ('mutate_rate', 4000, 500), ('dma_rate', 2000, 500),
+                        ('downtime_limit', 300, 1000)):
+        if getattr(o, k) is None:
+            setattr(o, k, ker if kernel else ref)
+    return o
+
+
+def run_in_l2(o):
+    """Run this demo in L2, with the sample module loaded."""
+    tooling = os.path.dirname(os.path.abspath(__file__))
+    built = subprocess.run([os.path.join(tooling, 'kmod-build.sh'),
+                            '--print-env'], stdout=subprocess.PIPE, text=True,
+                           check=False)
+    if built.returncode:
+        print('demo: FAIL reason=the_sample_module_did_not_build '
+              '(tooling/kmod-build.sh)')
+        return 1
+    env = built.stdout
+    kmod = dict(ln.split('=', 1) for ln in env.split() if '=' in ln)
+    kmod = kmod['KMOD'].strip('\'"')
+    args = [a for a in sys.argv[1:]] + ['--in-l2']
+    cmd = [os.path.join(tooling, 'l2-run.sh'), '--name', 'demo-kernel',
+           '--mem', '2048', '--timeout', '1800', '--module', kmod, '--',
+           'env', 'SERIES_TREE=' + lab.TREE, 'python3', '-u',
+           os.path.abspath(__file__)] + args
+    t0 = time.time()
+    print('demo: running in L2 (tooling/l2-run.sh, nested TCG)')
+    sys.stdout.flush()
+    rc = subprocess.call(cmd)
+    print('demo: L2 run took %.0f s (exit status %d)' % (time.time() - t0, rc))
+    return rc
 
 
 def progress(src, t0, final=False):
@@ -92,6 +151,8 @@ def device_works(server, seconds=1.0):
 
 def main():
     o = opts()
+    if o.device == 'kernel' and not o.in_l2:
+        sys.exit(run_in_l2(o))
     if o.via == 'virsh':
         import virsh_demo   # pylint: disable=import-outside-toplevel
         sys.exit(virsh_demo.run(o, sys.modules[__name__]))
@@ -106,16 +167,23 @@ def main():
              (['--no-mmap'] if o.no_mmap else [])
     dst_extra = []
     if o.scenario == 'incompatible':
-        dst_extra = ['--version', '2.0.0']
+        dst_extra = (['--mdev-type', o.incompat_mdev_type]
+                     if o.device == 'kernel' else ['--version', '2.0.0'])
+
+    def device(name, args):
+        if o.device == 'kernel':
+            return lab.KernelDevice(o.mdev_type, name, args)
+        return lab.DeviceServer(wd, name, args)
     servers, vms = [], []
     verdict = 'demo: FAIL reason=internal'
     try:
         print('demo: %s scenario, device memory %d MiB, guest RAM %d MiB, '
               'mmap %s, work dir %s' % (o.scenario, mem >> 20, ram >> 20,
                                         'off' if o.no_mmap else 'on', wd))
-        ssrv = lab.DeviceServer(wd, 'src-dev', common + ['--start'])
-        dsrv = lab.DeviceServer(wd, 'dst-dev', common + dst_extra)
-        servers += [ssrv, dsrv]
+        ssrv = device('src-dev', common + ['--start'])
+        servers.append(ssrv)
+        dsrv = device('dst-dev', common + dst_extra)
+        servers.append(dsrv)
         src = lab.vm(wd, 'src', ssrv, ram, disk)
         dst = lab.vm(wd, 'dst', dsrv, ram, disk, incoming=True,
                      extra=['-S'])
@@ -124,9 +192,16 @@ def main():
             lab.set_caps(m, return_path=True, switchover_ack=True)
         src.cmd('migrate-set-parameters', downtime_limit=o.downtime_limit,
                 max_bandwidth=lab.parse_size(o.bandwidth))
+        if o.device == 'kernel':
+            # Under nested TCG the guest dirties its RAM about as fast as
+            # the migration moves it: throttle its vCPU (auto-converge).
+            lab.set_caps(src, auto_converge=True)
+            src.cmd('migrate-set-parameters', cpu_throttle_initial=50,
+                    cpu_throttle_increment=20)
         uri = 'unix:' + os.path.join(wd, 'migration.sock')
         dst.cmd('migrate-incoming', uri=uri)
-        if not lab.wait_guest(wd, 'src'):
+        if not lab.wait_guest(wd, 'src',
+                              timeout=600 if o.device == 'kernel' else 60):
             raise RuntimeError('the guest did not boot')
         print('guest booted and dirtying its memory; device status: %s' %
               ssrv.cmd('status'))
@@ -168,7 +243,7 @@ def main():
                 if why:
                     print('destination: %s' % why[0])
                     reason = why[0].split(': ', 1)[-1].replace(' ', '_')
-                log = open(dsrv.log).read()
+                log = dsrv.log_text()
                 refused = bool(why) and 'refused' in log
                 verdict = ('demo: REFUSED reason=%s source=running' % reason
                            if ok and refused else
