@@ -10,6 +10,12 @@
  * The failure cases check that the source VM keeps running with its
  * device working.
  *
+ * With DEVSTATE_KERNEL_MDEV_TYPE set, the devices are instances of that
+ * kernel mdev type instead (the same device model in a kernel driver,
+ * e.g. the Linux series' samples/vfio-mdev/mdevstate.c), on -device
+ * vfio-pci; the cases about the vfio-user transport or the server
+ * process skip then.
+ *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 
@@ -38,15 +44,38 @@ typedef struct Mig {
     char *uri;
 } Mig;
 
+static bool kernel_mode(void)
+{
+    return devstate_kernel_mdev_type() != NULL;
+}
+
+/* Skip a case that only applies to the vfio-user reference device */
+static bool skip_in_kernel_mode(const char *why)
+{
+    if (kernel_mode()) {
+        g_test_skip(why);
+        return true;
+    }
+    return false;
+}
+
+/*
+ * The machine: a vfio-user server reaches guest RAM through a shared
+ * memfd; a kernel device through the VFIO container's mappings.
+ */
+static const char *machine_opts(void)
+{
+    return kernel_mode() ? "-machine q35 -m 128M" :
+        "-machine q35 -m 128M -object memory-backend-memfd,id=mem,size=128M "
+        "-machine memory-backend=mem";
+}
+
 static QTestState *start_vm(DevstateServer *srv, const char *extra)
 {
-    return qtest_initf("-machine q35 -m 128M "
-                       "-object memory-backend-memfd,id=mem,size=128M "
-                       "-machine memory-backend=mem "
-                       "-device '{\"driver\": \"vfio-user-pci\", "
-                       "\"id\": \"dev0\", \"socket\": "
-                       "{\"type\": \"unix\", \"path\": \"%s\"}}' %s",
-                       srv->sock, extra ? extra : "");
+    g_autofree char *dev = devstate_server_device(srv, "dev0");
+
+    return qtest_initf("%s -device %s %s", machine_opts(), dev,
+                       extra ? extra : "");
 }
 
 static void set_caps(QTestState *qts, bool ack)
@@ -242,7 +271,7 @@ static char *arcs(DevstateServer *srv)
     GString *s = g_string_new("");
     int i;
 
-    g_assert_true(g_file_get_contents(srv->log, &log, NULL, NULL));
+    log = devstate_server_log(srv);
     lines = g_strsplit(log, "\n", -1);
     for (i = 0; lines[i]; i++) {
         if (g_str_has_prefix(lines[i], "devstate: state ") &&
@@ -256,9 +285,8 @@ static char *arcs(DevstateServer *srv)
 
 static bool log_has(DevstateServer *srv, const char *what)
 {
-    g_autofree char *log = NULL;
+    g_autofree char *log = devstate_server_log(srv);
 
-    g_assert_true(g_file_get_contents(srv->log, &log, NULL, NULL));
     return strstr(log, what) != NULL;
 }
 
@@ -273,12 +301,25 @@ static void wait_log(DevstateServer *srv, const char *what)
     g_assert_true(log_has(srv, what));
 }
 
+#define LIVE_DMA_OPTS   "--dma-addr 0x4000000 --dma-pages 1024 --start"
+#define LIVE_OPTS       "--mem-size 64M --mutate-rate 20000 --dma-rate 5000 " \
+                        LIVE_DMA_OPTS
+/* A kernel device may run in a slow nested guest: less memory, lower rates */
+#define KERNEL_LIVE_OPTS "--mem-size 16M --mutate-rate 1000 --dma-rate 500 " \
+                        LIVE_DMA_OPTS
+
 static const char *live_opts(bool mmap)
 {
-    return mmap ? "--mem-size 64M --mutate-rate 20000 --dma-rate 5000 "
-                  "--dma-addr 0x4000000 --dma-pages 1024 --start" :
-                  "--mem-size 64M --mutate-rate 20000 --dma-rate 5000 "
-                  "--dma-addr 0x4000000 --dma-pages 1024 --start --no-mmap";
+    if (kernel_mode()) {
+        return mmap ? KERNEL_LIVE_OPTS : KERNEL_LIVE_OPTS " --no-mmap";
+    }
+    return mmap ? LIVE_OPTS : LIVE_OPTS " --no-mmap";
+}
+
+/* The device memory of live_opts(), for a destination device */
+static const char *dst_mem(void)
+{
+    return kernel_mode() ? "--mem-size 16M" : "--mem-size 64M";
 }
 
 static void do_live(bool mmap, const char *xfer)
@@ -293,7 +334,7 @@ static void do_live(bool mmap, const char *xfer)
 
     g_autofree char *sopts = g_strdup_printf("%s %s", live_opts(mmap),
                                              xfer ?: "");
-    g_autofree char *dopts = g_strdup_printf("--mem-size 64M %s %s",
+    g_autofree char *dopts = g_strdup_printf("%s %s %s", dst_mem(),
                                              mmap ? "" : "--no-mmap",
                                              xfer ?: "");
 
@@ -361,11 +402,19 @@ static void test_live_nommap(void)
  */
 static void test_live_small_xfer(void)
 {
+    if (skip_in_kernel_mode("the vfio-user transfer size does not apply to "
+                            "a kernel device")) {
+        return;
+    }
     do_live(false, "--max-xfer 64K");
 }
 
 static void test_live_large_xfer(void)
 {
+    if (skip_in_kernel_mode("the vfio-user transfer size does not apply to "
+                            "a kernel device")) {
+        return;
+    }
     do_live(false, "--chunk-size 4M --max-xfer 8M");
 }
 
@@ -459,7 +508,7 @@ static void test_cancel_precopy(void)
      * path down before it marks the migration cancelling, and the return
      * path thread may fail the migration first.
      */
-    mig_start(&m, live_opts(true), "--mem-size 64M", NULL, false);
+    mig_start(&m, live_opts(true), dst_mem(), NULL, false);
     qtest_qmp_assert_success(m.src.qts,
         "{'execute': 'migrate-set-parameters', 'arguments': "
         "{'max-bandwidth': %d}}", (int)(16 * MiB));
@@ -473,7 +522,7 @@ static void test_cancel_precopy(void)
     st = mig_wait(m.src.qts, NULL);
     g_assert_cmpstr(st, ==, "cancelled");
     qtest_set_expected_status(m.dst.qts, EXIT_FAILURE);
-    assert_source_recovered(&m, "--mem-size 64M");
+    assert_source_recovered(&m, dst_mem());
     mig_end(&m);
 }
 
@@ -488,7 +537,7 @@ static void test_cancel_stop_copy(void)
      * in it while the migration pauses before the switchover: the VM and
      * the device are stopped by then (STOP|LOGGING).
      */
-    mig_start(&m, live_opts(true), "--mem-size 64M", NULL, false);
+    mig_start(&m, live_opts(true), dst_mem(), NULL, false);
     qtest_qmp_assert_success(m.src.qts,
         "{'execute': 'migrate-set-capabilities', 'arguments': "
         "{'capabilities': [{'capability': 'pause-before-switchover', "
@@ -513,17 +562,27 @@ static void test_cancel_stop_copy(void)
         "{'execute': 'migrate-set-capabilities', 'arguments': "
         "{'capabilities': [{'capability': 'pause-before-switchover', "
         "'state': false}]}}");
-    assert_source_recovered(&m, "--mem-size 64M");
+    assert_source_recovered(&m, dst_mem());
     mig_end(&m);
 }
 
 static void test_incompatible(void)
 {
     Mig m = { 0 };
-    g_autofree char *st = NULL, *err = NULL;
+    g_autofree char *st = NULL, *err = NULL, *dopts = NULL;
 
-    mig_start(&m, live_opts(true), "--mem-size 64M --version 2.0.0", NULL,
-              true);
+    if (kernel_mode()) {
+        /* A type of the driver with another major interface version */
+        if (!devstate_kernel_mdev_incompat_type()) {
+            g_test_skip("DEVSTATE_KERNEL_MDEV_INCOMPAT_TYPE is not set");
+            return;
+        }
+        dopts = g_strdup_printf("%s --mdev-type %s", dst_mem(),
+                                devstate_kernel_mdev_incompat_type());
+    } else {
+        dopts = g_strdup_printf("%s --version 2.0.0", dst_mem());
+    }
+    mig_start(&m, live_opts(true), dopts, NULL, true);
     qtest_set_expected_status(m.dst.qts, EXIT_FAILURE);
     mig_go(&m);
     st = mig_wait(m.src.qts, &err);
@@ -532,7 +591,7 @@ static void test_incompatible(void)
     g_assert_true(log_has(m.dst.srv, "refused"));
     g_assert_false(log_has(m.dst.srv, "data set loaded"));
     g_assert_false(log_has(m.src.srv, "STOP"));
-    assert_source_recovered(&m, "--mem-size 64M");
+    assert_source_recovered(&m, dst_mem());
     mig_end(&m);
 }
 
@@ -576,6 +635,9 @@ static void test_msix(void)
     QPCIBar sbar, dbar;
     uint64_t off;
 
+    if (skip_in_kernel_mode("the sample driver has no MSI-X capability")) {
+        return;
+    }
     mig_start(&m, "--mem-size 8M --start", "--mem-size 8M", NULL, true);
     sdev = open_dev(m.src.qts, &sbus, &sbar);
     qpci_msix_enable(sdev);
@@ -622,7 +684,10 @@ static void test_reset_behind_qemu(void)
     QPCIBar bar0;
     QDict *rsp;
 
-    mig_start(&m, live_opts(true), "--mem-size 64M", NULL, true);
+    if (skip_in_kernel_mode("the sample driver has no FLR capability")) {
+        return;
+    }
+    mig_start(&m, live_opts(true), dst_mem(), NULL, true);
     dev = open_dev(m.src.qts, &bus, &bar0);
     qtest_qmp_assert_success(m.src.qts,
         "{'execute': 'migrate-set-parameters', 'arguments': "
@@ -655,10 +720,14 @@ static void test_fault(const void *opaque)
     Mig m = { 0 };
     g_autofree char *sopts = g_strdup_printf("%s %s", live_opts(true),
                                              fc->src_fault ?: "");
-    g_autofree char *dopts = g_strdup_printf("--mem-size 64M %s",
+    g_autofree char *dopts = g_strdup_printf("%s %s", dst_mem(),
                                              fc->dst_fault ?: "");
     g_autofree char *st = NULL, *err = NULL;
 
+    if (fc->src_fault && g_str_has_prefix(fc->src_fault, "--misbehave") &&
+        skip_in_kernel_mode("the sample driver has no misbehaving modes")) {
+        return;
+    }
     mig_start(&m, sopts, dopts, NULL, true);
     qtest_set_expected_status(m.dst.qts, EXIT_FAILURE);
     mig_go(&m);
@@ -676,7 +745,7 @@ static void test_fault(const void *opaque)
         /* The device is broken for good: no second migration */
         assert_source_running(&m);
     } else {
-        assert_source_recovered(&m, "--mem-size 64M");
+        assert_source_recovered(&m, dst_mem());
     }
     mig_end(&m);
 }
@@ -696,7 +765,7 @@ static const FaultCase faults[] = {
     { "dst-config-set", NULL, "--fail config-set:EINVAL", true },
     { "dst-mem-set", NULL, "--fail mem-set:EIO", true },
     { "dst-arc", NULL, "--fail arc:RUNNING->STOP:EIO" },
-    { "dst-smaller-memory", NULL, "--mem-size 16M", true },
+    { "dst-smaller-memory", NULL, "--mem-size 8M", true },
 };
 
 /* ---------------------------------------------------------------------- */
@@ -1105,15 +1174,13 @@ static void test_two_devices(void)
     g_autofree char *uri = g_strdup_printf("unix:%s/mig.sock", dir);
     g_autofree char *sock = g_strdup_printf("%s/mig.sock", dir);
     g_autofree char *st = NULL;
-    const char *fmt =
-        "-machine q35 -m 128M -object memory-backend-memfd,id=mem,size=128M "
-        "-machine memory-backend=mem "
-        "-device '{\"driver\": \"vfio-user-pci\", \"id\": \"a\", "
-        "\"socket\": {\"type\": \"unix\", \"path\": \"%s\"}}' "
-        "-device '{\"driver\": \"vfio-user-pci\", \"id\": \"b\", "
-        "\"socket\": {\"type\": \"unix\", \"path\": \"%s\"}}' %s";
-    QTestState *src = qtest_initf(fmt, s1->sock, s2->sock, "");
-    QTestState *dst = qtest_initf(fmt, d1->sock, d2->sock,
+    g_autofree char *sa = devstate_server_device(s1, "a");
+    g_autofree char *sb = devstate_server_device(s2, "b");
+    g_autofree char *da = devstate_server_device(d1, "a");
+    g_autofree char *db = devstate_server_device(d2, "b");
+    const char *fmt = "%s -device %s -device %s %s";
+    QTestState *src = qtest_initf(fmt, machine_opts(), sa, sb, "");
+    QTestState *dst = qtest_initf(fmt, machine_opts(), da, db,
                                   "-incoming defer -S");
     g_autofree char *a1 = NULL, *a2 = NULL, *b1 = NULL, *b2 = NULL;
 
@@ -1152,14 +1219,10 @@ static void test_two_devices_no_p2p(void)
     DevstateServer *s2 = devstate_server_start("--mem-size 8M --no-p2p");
     g_autofree char *dir = g_dir_make_tmp("vfio-devstate-mig-XXXXXX", NULL);
     g_autofree char *uri = g_strdup_printf("unix:%s/mig.sock", dir);
-    QTestState *src = qtest_initf(
-        "-machine q35 -m 128M -object memory-backend-memfd,id=mem,size=128M "
-        "-machine memory-backend=mem "
-        "-device '{\"driver\": \"vfio-user-pci\", \"id\": \"a\", "
-        "\"socket\": {\"type\": \"unix\", \"path\": \"%s\"}}' "
-        "-device '{\"driver\": \"vfio-user-pci\", \"id\": \"b\", "
-        "\"socket\": {\"type\": \"unix\", \"path\": \"%s\"}}'",
-        s1->sock, s2->sock);
+    g_autofree char *sa = devstate_server_device(s1, "a");
+    g_autofree char *sb = devstate_server_device(s2, "b");
+    QTestState *src = qtest_initf("%s -device %s -device %s", machine_opts(),
+                                  sa, sb);
     QDict *rsp;
     const char *desc;
 
@@ -1180,7 +1243,7 @@ static void test_two_devices_no_p2p(void)
 /* Start a slow migration and wait until device memory is moving. */
 static void mig_go_slow(Mig *m, bool ack)
 {
-    mig_start(m, live_opts(true), "--mem-size 64M", NULL, ack);
+    mig_start(m, live_opts(true), dst_mem(), NULL, ack);
     qtest_qmp_assert_success(m->src.qts,
         "{'execute': 'migrate-set-parameters', 'arguments': "
         "{'max-bandwidth': %d}}", (int)(16 * MiB));
@@ -1197,7 +1260,7 @@ static void test_kill_dst_qemu(void)
     qtest_kill_qemu(m.dst.qts);
     st = mig_wait(m.src.qts, NULL);
     g_assert_cmpstr(st, ==, "failed");
-    assert_source_recovered(&m, "--mem-size 64M");
+    assert_source_recovered(&m, dst_mem());
     mig_end(&m);
 }
 
@@ -1206,13 +1269,18 @@ static void test_kill_dst_server(void)
     Mig m = { 0 };
     g_autofree char *st = NULL;
 
+    if (skip_in_kernel_mode("a kernel device has no server process to "
+                            "kill")) {
+        return;
+    }
+
     mig_go_slow(&m, true);
     wait_log(m.dst.srv, "device_memory.size");
     kill(m.dst.srv->pid, SIGKILL);
     qtest_set_expected_status(m.dst.qts, EXIT_FAILURE);
     st = mig_wait(m.src.qts, NULL);
     g_assert_cmpstr(st, ==, "failed");
-    assert_source_recovered(&m, "--mem-size 64M");
+    assert_source_recovered(&m, dst_mem());
     mig_end(&m);
 }
 
@@ -1227,6 +1295,10 @@ static void test_kill_src_server(void)
     g_autofree char *st = NULL, *err = NULL, *st2 = NULL, *err2 = NULL;
     QDict *rsp;
 
+    if (skip_in_kernel_mode("a kernel device has no server process to "
+                            "kill")) {
+        return;
+    }
     mig_go_slow(&m, true);
     kill(m.src.srv->pid, SIGKILL);
     st = mig_wait(m.src.qts, &err);
@@ -1251,11 +1323,15 @@ int main(int argc, char **argv)
 
     g_test_init(&argc, &argv, NULL);
 
-    if (!devstate_server_binary()) {
+    if (kernel_mode()) {
+        if (!qtest_has_device("vfio-pci")) {
+            g_test_skip("vfio-pci is not available");
+            return g_test_run();
+        }
+    } else if (!devstate_server_binary()) {
         g_test_skip("DEVSTATE_SERVER_BINARY is not set");
         return g_test_run();
-    }
-    if (!qtest_has_device("vfio-user-pci")) {
+    } else if (!qtest_has_device("vfio-user-pci")) {
         g_test_skip("vfio-user-pci is not available");
         return g_test_run();
     }
