@@ -56,7 +56,7 @@ done
 stamp=$WORK/built-trees
 touch "$stamp"
 builds_alone() {  # builds_alone TREE LABEL
-    local tree=$1 label=$2 i c t name
+    local tree=$1 label=$2 i c t name log
     local -a cs
     mapfile -t cs < <(git -C "$tree" rev-list --reverse upstream..series)
     for i in "${!cs[@]}"; do
@@ -68,12 +68,13 @@ builds_alone() {  # builds_alone TREE LABEL
             continue
         fi
         git -C "$tree" checkout -q "$c"
-        if "$TOP/tooling/build.sh" "$tree" > "$WORK/build$label-$i.log" 2>&1; then
+        log=build${label// /-}-$i.log
+        if "$TOP/tooling/build.sh" "$tree" > "$WORK/$log" 2>&1; then
             echo "$t" >> "$stamp"
             result "builds alone$label: $name" 0
         else
-            grep -E 'error|FAILED' "$WORK/build$label-$i.log" | head -20
-            result "builds alone$label: $name (log: .work/build$label-$i.log)" 1
+            grep -E 'error|FAILED' "$WORK/$log" | head -20
+            result "builds alone$label: $name (log: .work/$log)" 1
         fi
     done
     git -C "$tree" checkout -q series
