@@ -341,8 +341,11 @@ def measure_switchover(o, wd, results, bw_MBps):
         if res['ok']:
             res['digest_ok'] = run.digests()[0]
         tr = read_trace(run.trace)
+        # The VM stop: RUNNING|LOGGING -> P2P|LOGGING with CAP_P2P (the
+        # second edition), straight to STOP|LOGGING without it.
         t_stop = next((t for t, ev, a in tr if ev == 'vfio_ds_set_state' and
-                       a.endswith('RUNNING|LOGGING -> STOP|LOGGING')), None)
+                       (a.endswith('RUNNING|LOGGING -> P2P|LOGGING') or
+                        a.endswith('RUNNING|LOGGING -> STOP|LOGGING'))), None)
         t_done = next((t for t, ev, a in tr if ev == 'vfio_ds_save_complete'),
                       None)
         if t_stop is None or t_done is None:
