@@ -13,6 +13,8 @@
  *   DMA_ADDR/DMA_PAGES through vfio_dma_rw(), each page stamped with a
  *   struct mdevstate_dma_stamp, and raises INTx or MSI at the end of each
  *   pass over the window when CTRL asks for it;
+ * - an IRQ register that raises one interrupt; an interrupt raised in STOP
+ *   or P2P is held pending and raised when the device runs again;
  * - the device-state regions: control, config data, device-memory data,
  *   system-memory dirty bitmap and migration_version.
  *
@@ -23,8 +25,8 @@
  * Config blob: struct mdevstate_config_hdr, the registers and counters
  * (struct mdevstate_config_payload), then the SHA-256 of all of it.
  * Device-memory data set: struct mdevstate_mem_hdr, then nr_records records
- * of { __le64 page index; u8 data[4096] }.  A data set with no record has
- * length 0.
+ * of { __le64 page index; u8 data[4096] }, pages in strictly ascending
+ * order.  A data set with no record has length 0.
  *
  * sysfs, on the mdev device: migration_version (rw), digest (ro, SHA-256 of
  * device memory and config state), status (ro, key=value) and fail (rw,
@@ -102,6 +104,8 @@ enum {
 #define MDEVSTATE_REG_DMA_ERRORS	0x38	/* ro DMA pages not written */
 #define MDEVSTATE_REG_STATUS		0x3c	/* ro device_state */
 #define MDEVSTATE_NR_REGS		16
+#define MDEVSTATE_REG_IRQ		0x40	/* wo raise one interrupt (MSI, */
+						/* else INTx); reads 0 */
 
 #define MDEVSTATE_ID_MAGIC		0x41545344	/* "DSTA" */
 #define MDEVSTATE_CTRL_MUTATE		BIT(0)
@@ -139,7 +143,7 @@ struct mdevstate_config_payload {
 	__le64 dma_cursor;
 	__le64 mem_size;
 	__le32 intx_masked;
-	__le32 reserved;
+	__le32 irq_pending;	/* an interrupt held, raised when it can be */
 };
 
 #define MDEVSTATE_CONFIG_LEN	(sizeof(struct mdevstate_config_hdr) + \
@@ -205,6 +209,7 @@ struct mdevstate_set {
 	u8 index[8];
 	bool hdr_ok;
 	u64 page;
+	u64 records;			/* page indexes received */
 };
 
 struct mdev_state {
@@ -236,6 +241,7 @@ struct mdev_state {
 	struct eventfd_ctx *intx_evtfd;
 	struct eventfd_ctx *msi_evtfd;
 	bool intx_mask;
+	bool irq_pending;
 	u8 *dma_page;
 	struct delayed_work work;
 	bool quit;
@@ -794,15 +800,37 @@ static void mutate_one(struct mdev_state *ms)
 	mark_mem_dirty(ms, page);
 }
 
+/*
+ * MSI, else INTx.  An interrupt with no eventfd to signal, INTx while
+ * masked or disabled in the command register, and any interrupt while the
+ * device is in STOP or P2P stays pending and is raised once it can be:
+ * on the move to RUNNING, on SET_IRQS giving an eventfd, on UNMASK.
+ */
 static void trigger_irq(struct mdev_state *ms)
 {
-	if (ms->irq_index == VFIO_PCI_MSI_IRQ_INDEX && ms->msi_evtfd) {
+	bool intx_off = ms->vconfig[PCI_COMMAND + 1] &
+		(PCI_COMMAND_INTX_DISABLE >> 8);
+
+	if (dev_idle(ms)) {
+		ms->irq_pending = true;
+	} else if (ms->irq_index == VFIO_PCI_MSI_IRQ_INDEX && ms->msi_evtfd) {
+		ms->irq_pending = false;
 		eventfd_signal(ms->msi_evtfd);
 	} else if (ms->irq_index == VFIO_PCI_INTX_IRQ_INDEX &&
-		   ms->intx_evtfd && !ms->intx_mask) {
+		   ms->intx_evtfd && !ms->intx_mask && !intx_off) {
+		ms->irq_pending = false;
 		eventfd_signal(ms->intx_evtfd);
 		ms->intx_mask = true;		/* automasked */
+	} else {
+		ms->irq_pending = true;
 	}
+}
+
+/* Raise the interrupt held pending, if the device can now */
+static void flush_irq(struct mdev_state *ms)
+{
+	if (ms->irq_pending)
+		trigger_irq(ms);
 }
 
 static u64 dma_base(struct mdev_state *ms)
@@ -949,6 +977,7 @@ static void device_reset(struct mdev_state *ms)
 	ms->dma_count = 0;
 	ms->dma_cursor = 0;
 	ms->intx_mask = false;
+	ms->irq_pending = false;
 	memset(&ms->vconfig[PCI_COMMAND], 0, 2);
 	memset(&ms->vconfig[PCI_BASE_ADDRESS_0], 0, 4);
 	regions_reset(ms);
@@ -975,6 +1004,9 @@ static u32 reg_read(struct mdev_state *ms, unsigned int reg)
 static void reg_write(struct mdev_state *ms, unsigned int reg, u32 val)
 {
 	switch (reg * 4) {
+	case MDEVSTATE_REG_IRQ:
+		trigger_irq(ms);
+		break;
 	case MDEVSTATE_REG_CTRL:
 		ms->regs[reg] = val & MDEVSTATE_CTRL_MASK;
 		break;
@@ -1068,6 +1100,7 @@ static void config_payload(struct mdev_state *ms,
 	p->dma_cursor = cpu_to_le64(ms->dma_cursor);
 	p->mem_size = cpu_to_le64(ms->mem_size);
 	p->intx_masked = cpu_to_le32(ms->intx_mask);
+	p->irq_pending = cpu_to_le32(ms->irq_pending);
 }
 
 static bool config_payload_valid(struct mdev_state *ms,
@@ -1080,7 +1113,8 @@ static bool config_payload_valid(struct mdev_state *ms,
 		  ~MDEVSTATE_CTRL_MASK) &&
 		le64_to_cpu(p->dma_cursor) <=
 		le32_to_cpu(p->regs[MDEVSTATE_REG_DMA_PAGES / 4]) &&
-		le32_to_cpu(p->intx_masked) <= 1;
+		le32_to_cpu(p->intx_masked) <= 1 &&
+		le32_to_cpu(p->irq_pending) <= 1;
 }
 
 static void config_payload_apply(struct mdev_state *ms,
@@ -1095,6 +1129,7 @@ static void config_payload_apply(struct mdev_state *ms,
 	ms->dma_count = le64_to_cpu(p->dma_count);
 	ms->dma_cursor = le64_to_cpu(p->dma_cursor);
 	ms->intx_mask = le32_to_cpu(p->intx_masked);
+	ms->irq_pending = le32_to_cpu(p->irq_pending);
 }
 
 /* Device-memory data sets */
@@ -1216,15 +1251,20 @@ static int mem_set_size(struct mdev_state *ms, u64 size)
 static bool mem_hdr_valid(struct mdev_state *ms, const u8 *raw, u64 size)
 {
 	struct mdevstate_mem_hdr hdr;
+	u32 flags;
 	u64 nr;
 
 	memcpy(&hdr, raw, sizeof(hdr));
 	nr = le64_to_cpu(hdr.nr_records);
+	flags = le32_to_cpu(hdr.flags);
+	/* a set that says it is whole has every page */
 	return le32_to_cpu(hdr.magic) == MDEVSTATE_MEM_MAGIC &&
 		le32_to_cpu(hdr.version) == 1 &&
 		le64_to_cpu(hdr.mem_size) == ms->mem_size &&
 		nr && nr <= ms->nr_pages &&
-		MEM_HDR_SIZE + nr * MEM_REC_SIZE == size;
+		MEM_HDR_SIZE + nr * MEM_REC_SIZE == size &&
+		!(flags & ~1u) && (!(flags & 1) || nr == ms->nr_pages) &&
+		!hdr.reserved;
 }
 
 /*
@@ -1258,9 +1298,14 @@ static int mem_parse(struct mdev_state *ms, struct mdevstate_set *st,
 			n = min(len, 8 - in);
 			memcpy(st->index + in, buf, n);
 			if (in + n == 8) {
-				st->page = get_unaligned_le64(st->index);
-				if (st->page >= ms->nr_pages)
+				u64 page = get_unaligned_le64(st->index);
+
+				/* a page of the device, above the one before */
+				if (page >= ms->nr_pages ||
+				    (st->records && page <= st->page))
 					return -EINVAL;
+				st->page = page;
+				st->records++;
 			}
 			goto next;
 		}
@@ -1281,7 +1326,7 @@ static int mem_set_buffer(struct mdev_state *ms)
 	struct mdevstate_set *set = &ms->set;
 	const u8 *buf = ms->region_buf[MDEVSTATE_REGION_DATA_MEMORY];
 	struct mdevstate_set check;
-	u64 len;
+	u64 len, pos;
 	int ret;
 
 	if (ms->state != VFIO_DEVICE_DATA_STATE_STOP)
@@ -1291,14 +1336,17 @@ static int mem_set_buffer(struct mdev_state *ms)
 	ret = fault_check(ms, FAULT_MEM_SET, -1, -1);
 	if (ret)
 		return ret;
-	len = min(ms->chunk_size, set->size - set->pos);
+	pos = set->pos;
+	len = min(ms->chunk_size, set->size - pos);
 	check = *set;
 	ret = mem_parse(ms, &check, buf, len, false);
 	if (!ret)
 		ret = mem_parse(ms, set, buf, len, true);
 	if (ret) {
-		dev_dbg(ms->vdev.dev, "data set refused at %llu\n", set->pos);
+		/* the set ends; pos stays at the chunk refused */
+		dev_dbg(ms->vdev.dev, "data set refused at %llu\n", pos);
 		set_close(ms);
+		set->pos = pos;
 		return ret;
 	}
 	if (set->pos == set->size) {
@@ -1476,6 +1524,7 @@ static int set_state(struct mdev_state *ms, u32 new)
 	ms->state = new;
 	dev_dbg(ms->vdev.dev, "state %s -> %s\n", state_name(old),
 		state_name(new));
+	flush_irq(ms);			/* held in STOP or P2P */
 	return 0;
 }
 
@@ -1632,7 +1681,9 @@ static int ctl_access(struct mdev_state *ms, u64 off, size_t count, u8 *buf,
 /*
  * Can a device of identity/major/minor accept the state of the device
  * whose string is buf?  0 if it can, -EINVAL for a malformed string,
- * -EPROTO for an incompatible one.
+ * -EPROTO for an incompatible one.  Well-formed: the identity, printable
+ * ASCII without blanks, then '-' and the version, with at most one
+ * trailing newline.
  */
 static int version_compatible(const char *id, u32 major, u32 minor,
 			      const char *buf, size_t count)
@@ -1642,13 +1693,13 @@ static int version_compatible(const char *id, u32 major, u32 minor,
 	u32 v[3];
 
 	for (i = 0; i < len; i++) {
-		if (!isascii(buf[i]) || !isprint(buf[i]))
+		if (!isascii(buf[i]) || !isgraph(buf[i]))
 			return -EINVAL;
 		if (buf[i] == '-')
 			dash = i + 1;
 	}
-	/* the identity is what comes before the last dash */
-	if (!dash || parse_version(buf + dash, len - dash, v))
+	/* the identity is what comes before the last dash, not empty */
+	if (dash < 2 || parse_version(buf + dash, len - dash, v))
 		return -EINVAL;
 	if (dash - 1 != strlen(id) || memcmp(buf, id, dash - 1) ||
 	    v[0] != major || v[1] > minor)
@@ -1711,9 +1762,9 @@ static ssize_t region_access(struct mdev_state *ms, char __user *ubuf,
 		kbuf = memdup_user(ubuf, count);
 		if (IS_ERR(kbuf))
 			return PTR_ERR(kbuf);
-		/* a NUL-terminated string, unlike sysfs writes */
-		ret = memchr(kbuf, 0, count) ? version_check(ms, kbuf, count) :
-			-EINVAL;
+		/* a NUL-terminated string, unlike sysfs writes; no byte after */
+		ret = strnlen(kbuf, count) + 1 == count ?
+			version_check(ms, kbuf, count) : -EINVAL;
 		kfree(kbuf);
 		return ret ? ret : count;
 	}
@@ -1825,6 +1876,7 @@ static int set_irqs(struct mdev_state *ms, struct vfio_irq_set *hdr,
 			return -ENOTTY;
 		if (!is_bool || *(u8 *)data)
 			ms->intx_mask = action == VFIO_IRQ_SET_ACTION_MASK;
+		flush_irq(ms);
 		return 0;
 	}
 	if ((hdr->index != VFIO_PCI_INTX_IRQ_INDEX &&
@@ -1856,6 +1908,7 @@ static int set_irqs(struct mdev_state *ms, struct vfio_irq_set *hdr,
 		return PTR_ERR(evt);
 	*slot = evt;
 	ms->irq_index = hdr->index;
+	flush_irq(ms);
 	return 0;
 }
 
@@ -2022,6 +2075,7 @@ static void mdevstate_close(struct vfio_device *vdev)
 	mutex_lock(&ms->lock);
 	ms->opened = false;		/* no DMA from now on */
 	disable_irqs(ms);
+	ms->irq_pending = false;
 	regions_reset(ms);
 	mutex_unlock(&ms->lock);
 }
