@@ -412,6 +412,23 @@ static uint64_t status_value(Server *s, const char *key)
     return g_ascii_strtoull(p + strlen(k), NULL, 0);
 }
 
+/*
+ * Wait (bounded, generously: the workers may be slow on a loaded machine
+ * or under nested TCG) until the status value @key exceeds @than.
+ */
+static uint64_t wait_status_above(Server *s, const char *key, uint64_t than)
+{
+    gint64 deadline = g_get_monotonic_time() + 60 * G_USEC_PER_SEC;
+    uint64_t v;
+
+    while ((v = status_value(s, key)) <= than &&
+           g_get_monotonic_time() < deadline) {
+        g_usleep(2 * 1000);
+    }
+    g_assert_cmpint(v, >, than);
+    return v;
+}
+
 /* The reference device's log: what its -v printed (vfio-user only) */
 static bool log_contains(Server *s, const char *text)
 {
@@ -1799,7 +1816,8 @@ static void test_p2p(void)
     g_assert_cmpint(set_irqs(c, VFIO_PCI_INTX_IRQ_INDEX, 0, 1, &efd), ==, 0);
     g_assert_cmpint(set_state(c, RUNNING), ==, 0);
     bar0_write(c, DEVSTATE_REG_CTRL, DEVSTATE_CTRL_MUTATE | DEVSTATE_CTRL_DMA);
-    g_usleep(20 * 1000);
+    wait_status_above(s, "mutate_count", 0);
+    wait_status_above(s, "dma_count", 0);
     g_assert_cmpint(set_state(c, P2P), ==, 0);
     g_assert_cmpint(get_state(c), ==, P2P);
     g_assert_cmphex(bar0_read(c, DEVSTATE_REG_STATUS), ==,
@@ -1823,8 +1841,7 @@ static void test_p2p(void)
     /* the interrupt held in P2P comes when the device runs again */
     g_assert_cmpint(set_state(c, RUNNING), ==, 0);
     g_assert_true(wait_eventfd(efd, 2000));
-    g_usleep(20 * 1000);
-    g_assert_cmpint(status_value(s, "mutate_count"), >, mutated);
+    wait_status_above(s, "mutate_count", mutated);
     bar0_write(c, DEVSTATE_REG_CTRL, 0);
 
     /* P2P|LOGGING: the session goes on, nothing is dirtied */
@@ -2144,9 +2161,10 @@ static void test_pending(void)
     g_byte_array_unref(save_mem_set(c));
 
     /* STOP|LOGGING: pending stops growing; after that set, nothing */
+    before = status_value(s, "mutate_count");
     bar0_write(c, DEVSTATE_REG_MUTATE_RATE, 5000);
     bar0_write(c, DEVSTATE_REG_CTRL, DEVSTATE_CTRL_MUTATE);
-    g_usleep(10 * 1000);
+    wait_status_above(s, "mutate_count", before);
     g_assert_cmpint(set_state(c, STOP | LOGGING), ==, 0);
     pending = ctl_read(c, CTL_MEM_PENDING, 8);
     g_assert_cmpint(pending, >, 0);
