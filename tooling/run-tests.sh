@@ -51,12 +51,16 @@ run() {  # run DESCRIPTION MESON-TEST-ARGS...: one meson test run, counted
     local what=$1
     shift
     say "running $what"
-    rm -f "$build/meson-logs/testlog.json"
+    # meson names the log after the wrapper when there is one
+    # (testlog-drop-full.sh.json)
+    rm -f "$build"/meson-logs/testlog*.json
     meson test -C "$build" --no-rebuild --print-errorlogs \
         --timeout-multiplier "${TIMEOUT_MULTIPLIER:-2}" "$@" >&2
     local rc=$?
-    if [ -f "$build/meson-logs/testlog.json" ]; then
-        count "$build/meson-logs/testlog.json"
+    local log
+    log=$(ls "$build"/meson-logs/testlog*.json 2>/dev/null | head -1)
+    if [ -n "$log" ]; then
+        count "$log"
     fi
     [ "$rc" = 0 ] || echo "FAIL  meson test $what (exit status $rc)$label"
 }
