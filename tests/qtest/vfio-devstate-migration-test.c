@@ -803,28 +803,37 @@ static char *save_to_file(const char *path, const char *dev_opts)
  * in *@digest.  The destination does not exit on error, so that the test
  * can check it is alive and its device works.
  */
-static char *load_from_file(const char *path, const char *dev_opts,
-                            char **err, char **digest)
+/*
+ * Start a VM (paused, not exiting on error) with @srv's device that
+ * loads @path, and wait until the load completed or failed.
+ */
+static QTestState *incoming_from_file(DevstateServer *srv, const char *path)
 {
-    DevstateServer *srv = devstate_server_start(dev_opts);
     QTestState *qts = start_vm(srv, "-incoming defer -S");
     g_autofree char *uri = g_strdup_printf("file:%s", path);
-    char *st = NULL;
     int i;
 
     qtest_qmp_assert_success(qts,
         "{'execute': 'migrate-incoming', 'arguments': "
         "{'uri': %s, 'exit-on-error': false}}", uri);
     for (i = 0; i < 1000; i++) {
-        g_free(st);
-        st = mig_status(qts, NULL);
+        g_autofree char *st = mig_status(qts, NULL);
+
         if (!strcmp(st, "completed") || !strcmp(st, "failed")) {
             break;
         }
         g_usleep(10 * 1000);
     }
-    g_free(st);
-    st = mig_status(qts, err);
+    return qts;
+}
+
+static char *load_from_file(const char *path, const char *dev_opts,
+                            char **err, char **digest)
+{
+    DevstateServer *srv = devstate_server_start(dev_opts);
+    QTestState *qts = incoming_from_file(srv, path);
+    char *st = mig_status(qts, err);
+
     *digest = devstate_server_digest(srv);
     if (strcmp(st, "completed")) {
         /* The failed load handed the device back, alive and RUNNING */
@@ -1098,7 +1107,6 @@ static void test_missing_section(void)
     g_autofree char *dir = g_dir_make_tmp("vfio-devstate-file-XXXXXX", NULL);
     g_autofree char *path = g_strdup_printf("%s/vm.state", dir);
     g_autofree char *sdig = save_to_file(path, "--mem-size 8M --start");
-    g_autofree char *uri = g_strdup_printf("file:%s", path);
     g_autofree uint8_t *buf = NULL;
     DevstateServer *srv;
     QTestState *qts;
@@ -1130,18 +1138,7 @@ static void test_missing_section(void)
     g_assert_true(g_file_set_contents(path, (char *)buf, len, NULL));
 
     srv = devstate_server_start("--mem-size 8M");
-    qts = start_vm(srv, "-incoming defer -S");
-    qtest_qmp_assert_success(qts,
-        "{'execute': 'migrate-incoming', 'arguments': "
-        "{'uri': %s, 'exit-on-error': false}}", uri);
-    for (i = 0; i < 1000; i++) {
-        g_autofree char *st = mig_status(qts, NULL);
-
-        if (!strcmp(st, "completed") || !strcmp(st, "failed")) {
-            break;
-        }
-        g_usleep(10 * 1000);
-    }
+    qts = incoming_from_file(srv, path);
     /* The VM is refused its start, and stops with an internal error */
     qtest_qmp_assert_success(qts, "{'execute': 'cont'}");
     for (i = 0; i < 500; i++) {
