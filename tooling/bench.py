@@ -17,6 +17,23 @@ RATE_LIMIT_DISABLED).  Four measures:
     of guest RAM (trace: vfio_ds_bitmap_query..._done per section, summed
     between migration_bitmap_sync_start and _end).
  4. throughput against --chunk-size (size of the DATA_MEMORY region).
+ 5. downtime at QEMU's default downtime limit (300 ms): 1 GiB of mmapped
+    device memory that the device mutates (--limit-mutate-rate) during the
+    migration; whether it converged within --limit-timeout seconds (if not:
+    the figures query-migrate and the trace give at that point, then
+    migrate_cancel).
+ 6. CPU seconds per GiB moved, device memory against guest RAM (1 GiB,
+    mmapped): utime+stime of both QEMUs and both device servers from
+    /proc/<pid>/stat, between the migrate command and the end of the load
+    (the runs of 1 when it ran with 1G, else runs of its own).
+ 7. 4 devices x 256 MiB in one VM (--multi-devs, --multi-mem), mutating at
+    --limit-mutate-rate / 4 each (the same total as 5): downtime at 300 ms
+    and, when that does not converge, with the limit raised live until the
+    migration completes; and a probe of x-migration-multifd-transfer=on
+    (not implemented by the device-state backend: reported as such).
+ 8. breakdown of one 1 GiB device-memory migration (mmapped, idle device):
+    phases and per-chunk times from the source's and the destination's
+    traces, CPU per thread from /proc/<pid>/task/*/stat.
 
 NOTE: the source VMs run (no disk: SeaBIOS finds nothing to boot and
 idles) instead of being paused with -S: with a paused source the
@@ -31,6 +48,7 @@ run is reported as such.  Results go to a JSON file and a PNG plot."""
 import argparse
 import datetime
 import filecmp
+import glob
 import json
 import os
 import re
@@ -48,6 +66,11 @@ CHUNKS = ['64K', '128K', '256K', '512K', '1M', '2M', '4M']
 # -msg timestamp=on: 'PID@SEC.USEC:event args' or 'ISO-8601Z event args'
 TS_RE = re.compile(r'^(?:\d+@(\d+\.\d+):|(\d{4}-\d\d-\d\dT[\d:.]+)Z )'
                    r'(\w+)\s*(.*)$')
+DEFAULT_DOWNTIME_LIMIT = 300      # ms, QEMU's default (migration/options.c)
+# Section 7: when 300 ms does not converge, raise the limit live, step by
+# step: (limit ms, seconds to wait for completion at it).
+RAISE_STEPS = ((1000, 10), (2000, 10), (5000, 15), (10000, 15), (30000, 20))
+CLK_TCK = os.sysconf('SC_CLK_TCK')
 
 
 def opts():
@@ -57,8 +80,8 @@ def opts():
                    help='results directory (default .work/bench)')
     p.add_argument('--sizes', default='256M,1G',
                    help='sizes S for measure 1 (default 256M,1G)')
-    p.add_argument('--only', default='1,2,3,4',
-                   help='measures to run, e.g. 1,4 (default all)')
+    p.add_argument('--only', default='1,2,3,4,5,6,7,8',
+                   help='measures to run, e.g. 1,4 (default all: 1-8)')
     p.add_argument('--repeat', type=int, default=3,
                    help='measure 1: runs per case, the median counts (3)')
     p.add_argument('--chunk-repeat', type=int, default=2,
@@ -67,7 +90,24 @@ def opts():
     p.add_argument('--chunk-mmap-only', action='store_true',
                    help='measure 4 only with mmapped data regions')
     p.add_argument('--mutate-rate', type=int, default=200000,
-                   help='measure 2: device pages mutated per second')
+                   help='measure 2: device pages mutated per second '
+                   '(200000; measures 5 and 7 too, unless '
+                   '--limit-mutate-rate)')
+    p.add_argument('--limit-mutate-rate', type=int, default=None,
+                   help='measures 5 and 7: device pages mutated per second '
+                   '(in all; default --mutate-rate)')
+    p.add_argument('--limit-mem', default='1G',
+                   help='measure 5: device memory (default 1G)')
+    p.add_argument('--limit-timeout', type=int, default=60,
+                   help='measures 5 and 7: seconds the migration may take '
+                   'at the 300 ms limit before it counts as not converged '
+                   '(default 60)')
+    p.add_argument('--multi-devs', type=int, default=4,
+                   help='measure 7: devices in the VM (default 4)')
+    p.add_argument('--multi-mem', default='256M',
+                   help='measure 7: device memory of each (default 256M)')
+    p.add_argument('--breakdown-mem', default='1G',
+                   help='measure 8: device memory (default 1G)')
     p.add_argument('--bitmap-rams', default='1G,4G',
                    help='measure 3: guest RAM sizes (default 1G,4G)')
     p.add_argument('--paused', action='store_true',
@@ -101,6 +141,120 @@ def read_trace(path):
     return out
 
 
+def _stat_cpu(path):
+    """utime + stime in seconds of a /proc/.../stat (a process: with its
+    exited threads; a task: that thread)."""
+    with open(path) as f:
+        text = f.read()
+    fields = text[text.rindex(')') + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+class CpuSampler:
+    """CPU time of processes and their threads over a migration.
+
+    start() and stop() read each process's /proc/<pid>/stat (its total,
+    with the threads that exited meanwhile) and every thread's
+    /proc/<pid>/task/<tid>/stat; poll() in between keeps the last figure
+    of each thread, so that one that exits before stop() (the source's
+    mig/src/main) still counts up to its last sample; what no sample saw
+    is the process's 'unattributed' rest.  Resolution: 1/CLK_TCK s."""
+
+    def __init__(self, procs):
+        self.procs = [(label, pid) for label, pid in procs if pid]
+        self.t0 = self.t1 = None
+
+    @staticmethod
+    def _threads(pid):
+        out = {}
+        for d in glob.glob('/proc/%d/task/*' % pid):
+            try:
+                with open(d + '/comm') as f:
+                    comm = f.read().strip()
+                out[int(os.path.basename(d))] = (comm, _stat_cpu(d + '/stat'))
+            except (OSError, ValueError, IndexError):
+                pass            # the thread is gone
+        return out
+
+    def _proc(self, pid):
+        try:
+            return _stat_cpu('/proc/%d/stat' % pid)
+        except (OSError, ValueError, IndexError):
+            return None
+
+    @staticmethod
+    def _minflt(pid):
+        """Minor page faults of the process (with its exited threads)."""
+        try:
+            with open('/proc/%d/stat' % pid) as f:
+                text = f.read()
+            return int(text[text.rindex(')') + 2:].split()[7])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def start(self):
+        self.t0 = time.time()
+        self.p0 = {label: self._proc(pid) for label, pid in self.procs}
+        self.f0 = {label: self._minflt(pid) for label, pid in self.procs}
+        self.th0 = {label: self._threads(pid) for label, pid in self.procs}
+        self.last = {label: dict(v) for label, v in self.th0.items()}
+
+    def poll(self):
+        if self.t0 is None:
+            return
+        for label, pid in self.procs:
+            self.last[label].update(self._threads(pid))
+
+    def stop(self):
+        if self.t0 is None:
+            return
+        self.poll()
+        self.t1 = time.time()
+        self.p1 = {label: self._proc(pid) for label, pid in self.procs}
+        self.f1 = {label: self._minflt(pid) for label, pid in self.procs}
+
+    def result(self):
+        """{'wall_s', 'cpu_s' (all processes), 'procs': {label: {'cpu_s',
+        'minor_faults', 'threads': {comm: cpu_s}, 'unattributed_s'}}}."""
+        if self.t1 is None:
+            return None
+        procs, total = {}, 0.0
+        for label, _ in self.procs:
+            p0, p1 = self.p0[label], self.p1[label]
+            if p0 is None or p1 is None:
+                procs[label] = {'cpu_s': None, 'error': 'process gone'}
+                continue
+            threads = {}
+            for tid, (comm, cpu) in self.last[label].items():
+                before = self.th0[label].get(tid, (comm, 0.0))[1]
+                threads[comm] = round(threads.get(comm, 0.0) + cpu - before,
+                                      3)
+            d = p1 - p0
+            total += d
+            f0, f1 = self.f0[label], self.f1[label]
+            procs[label] = {
+                'cpu_s': round(d, 3),
+                'minor_faults': f1 - f0 if None not in (f0, f1) else None,
+                'threads': dict(sorted(threads.items(),
+                                       key=lambda kv: -kv[1])),
+                'unattributed_s': round(d - sum(threads.values()), 3)}
+        return {'wall_s': round(self.t1 - self.t0, 3),
+                'cpu_s': round(total, 3), 'clk_tck': CLK_TCK,
+                'procs': procs}
+
+
+class _Dev:
+    """A device server whose -device argument carries extra properties."""
+
+    def __init__(self, srv, props):
+        self.srv, self.props = srv, props or {}
+
+    def device_arg(self, qdev_id='dev0'):
+        d = json.loads(self.srv.device_arg(qdev_id))
+        d.update(self.props)
+        return json.dumps(d)
+
+
 class Run:
     """One migration: source and destination device servers and QEMUs."""
 
@@ -111,13 +265,32 @@ class Run:
         self.servers, self.vms = [], []
 
     def start(self, ram, dev_args, src_dev_extra=(), mem_path=None,
-              paused=False, trace=()):
-        self.ssrv = lab.DeviceServer(self.wd, 'src-dev',
-                                     dev_args + list(src_dev_extra))
-        self.servers.append(self.ssrv)
-        self.dsrv = lab.DeviceServer(self.wd, 'dst-dev', dev_args)
-        self.servers.append(self.dsrv)
+              paused=False, trace=(), ndev=1, dst_trace=(), dev_props=None):
+        """ndev devices per side (dev0, dev1, ...; servers src-dev,
+        src-dev1, ...); dst_trace: trace events of the destination (its
+        trace in dst.trace); dev_props: extra -device properties."""
+        def name(side, i):
+            return '%s-dev%s' % (side, '' if i == 0 else i)
+        self.ssrvs, self.dsrvs = [], []
+        for i in range(ndev):
+            self.ssrvs.append(lab.DeviceServer(self.wd, name('src', i),
+                                               dev_args +
+                                               list(src_dev_extra)))
+            self.servers.append(self.ssrvs[-1])
+            self.dsrvs.append(lab.DeviceServer(self.wd, name('dst', i),
+                                               dev_args))
+            self.servers.append(self.dsrvs[-1])
+        self.ssrv, self.dsrv = self.ssrvs[0], self.dsrvs[0]
+
+        def devices(srvs):
+            more = []
+            for i, srv in enumerate(srvs[1:], 1):
+                more += ['-device', _Dev(srv, dev_props).device_arg(
+                    'dev%d' % i)]
+            return _Dev(srvs[0], dev_props), more
         extra = ['-S'] if paused else []
+        # Thread names (mig/src/main, CPU 0/TCG, ...) for the CPU figures.
+        extra += ['-name', 'src,debug-threads=on']
         old = os.environ.pop('DEMO_TRACE', None)
         try:
             if trace:
@@ -125,22 +298,47 @@ class Run:
                 extra += ['-msg', 'timestamp=on']
                 for t in trace[1:]:
                     extra += ['-trace', t]
-            self.src = lab.vm(self.wd, 'src', self.ssrv, ram, extra=extra,
+            first, more = devices(self.ssrvs)
+            self.src = lab.vm(self.wd, 'src', first, ram, extra=extra + more,
                               mem_path=mem_path)
             self.vms.append(self.src)
             os.environ.pop('DEMO_TRACE', None)
-            self.dst = lab.vm(self.wd, 'dst', self.dsrv, ram, incoming=True,
-                              extra=['-S'])
+            dextra = ['-S', '-name', 'dst,debug-threads=on']
+            if dst_trace:
+                os.environ['DEMO_TRACE'] = dst_trace[0]
+                dextra += ['-msg', 'timestamp=on']
+                for t in dst_trace[1:]:
+                    dextra += ['-trace', t]
+            first, more = devices(self.dsrvs)
+            self.dst = lab.vm(self.wd, 'dst', first, ram, incoming=True,
+                              extra=dextra + more)
             self.vms.append(self.dst)
         finally:
             os.environ.pop('DEMO_TRACE', None)
             if old is not None:
                 os.environ['DEMO_TRACE'] = old
         self.trace = os.path.join(self.wd, 'src.trace')
+        self.dst_trace = os.path.join(self.wd, 'dst.trace')
 
-    def migrate(self, downtime_limit=300, timeout=180):
+    def cpu_sampler(self):
+        """A CpuSampler of both QEMUs and all device servers."""
+        procs = [('src-qemu', self.src.get_pid()),
+                 ('dst-qemu', self.dst.get_pid())]
+        procs += [(s.name, s.proc.pid) for s in self.ssrvs + self.dsrvs]
+        return CpuSampler(procs)
+
+    def migrate(self, downtime_limit=DEFAULT_DOWNTIME_LIMIT, timeout=180,
+                cpu=None, raise_to=(), caps=None):
+        """Migrate and wait, at most @timeout seconds; then, for each
+        (limit, seconds) of @raise_to, raise downtime-limit to limit and
+        wait seconds more; then migrate_cancel.  @cpu: a CpuSampler,
+        started at the migrate command, polled while waiting, stopped when
+        the destination is done.  'converged': completed within @timeout
+        at @downtime_limit; 'at_timeout': query-migrate when @timeout
+        passed."""
         for m in (self.src, self.dst):
-            lab.set_caps(m, return_path=True, switchover_ack=True)
+            lab.set_caps(m, return_path=True, switchover_ack=True,
+                         **(caps or {}))
         # max-bandwidth 0 = RATE_LIMIT_DISABLED in this QEMU
         # (migration/migration-stats.c); checked back below.
         self.src.cmd('migrate-set-parameters', max_bandwidth=0,
@@ -152,26 +350,59 @@ class Run:
         uri = 'unix:' + os.path.join(self.wd, 'migration.sock')
         self.dst.cmd('migrate-incoming', uri=uri)
         time.sleep(0.1)
+        if cpu:
+            cpu.start()
         t0 = time.time()
         self.src.cmd('migrate', uri=uri)
+        deadline = t0 + timeout
+        steps = list(raise_to)
+        limit = downtime_limit
+        at_timeout = None
         while True:
             info = self.src.cmd('query-migrate')
+            if cpu:
+                cpu.poll()
             if info.get('status') in ('completed', 'failed', 'cancelled'):
                 break
-            if time.time() - t0 > timeout:
+            if time.time() > deadline:
+                if at_timeout is None:
+                    at_timeout = dict(info, after_s=round(time.time() - t0,
+                                                          1),
+                                      downtime_limit_ms=limit)
+                if steps:
+                    limit, secs = steps.pop(0)
+                    self.src.cmd('migrate-set-parameters',
+                                 downtime_limit=limit)
+                    deadline = time.time() + secs
+                    continue
                 self.src.cmd('migrate_cancel')
-                time.sleep(1)
-                info = self.src.cmd('query-migrate')
+                end = time.time() + 30
+                while time.time() < end:
+                    info = self.src.cmd('query-migrate')
+                    if info.get('status') not in ('active', 'cancelling',
+                                                  'device'):
+                        break
+                    time.sleep(0.1)
                 info['error-desc'] = 'timeout after %ds' % timeout
                 break
             time.sleep(0.05)
         # Let the destination finish loading before anything is compared.
         end = time.time() + 30
+        st = None
         while time.time() < end:
-            st = self.dst.cmd('query-migrate').get('status')
+            try:
+                st = self.dst.cmd('query-migrate').get('status')
+            except Exception:   # pylint: disable=broad-except
+                # A destination whose load failed (a cancel) exits.
+                st = 'exited'
+                break
+            if cpu:
+                cpu.poll()
             if st in ('completed', 'failed'):
                 break
             time.sleep(0.05)
+        if cpu:
+            cpu.stop()
         ram = info.get('ram', {})
         r = {'status': info.get('status'),
              'error': info.get('error-desc'),
@@ -181,12 +412,21 @@ class Run:
              'ram_bytes': ram.get('transferred', 0),
              'ram_normal_bytes': ram.get('normal-bytes', 0),
              'vfio_bytes': info.get('vfio', {}).get('transferred', 0),
-             'dst_status': st}
+             'dst_status': st,
+             't_migrate': t0,
+             'final_downtime_limit_ms': limit}
         r['ok'] = r['status'] == 'completed' and st == 'completed'
+        r['converged'] = r['ok'] and at_timeout is None
+        if at_timeout is not None:
+            r['at_timeout'] = at_timeout
         return r
 
     def digests(self):
-        s, d = self.ssrv.digest(), self.dsrv.digest()
+        """(all equal, source digests, destination digests)."""
+        s = [x.digest() for x in self.ssrvs]
+        d = [x.digest() for x in self.dsrvs]
+        if len(s) == 1:
+            return s == d, s[0], d[0]
         return s == d, s, d
 
     def stop(self):
@@ -223,7 +463,8 @@ def one_run(wd, tag, ram, dev_args, *, kind, nbytes_key, mem_path=None,
     res = {'tag': tag, 'kind': kind}
     try:
         run.start(ram, dev_args, mem_path=mem_path, paused=PAUSED, **kw)
-        res.update(run.migrate())
+        cpu = run.cpu_sampler()
+        res.update(run.migrate(cpu=cpu))
         if res['ok']:
             res['digest_ok'] = run.digests()[0]
             if ram_samples:
@@ -232,6 +473,10 @@ def one_run(wd, tag, ram, dev_args, *, kind, nbytes_key, mem_path=None,
         res['MBps'] = mbps(res['bytes'], res['total_ms'])
         res['MBps_all'] = mbps(res['ram_bytes'] + res['vfio_bytes'],
                                res['total_ms'])
+        res['cpu'] = cpu.result()
+        if res['cpu'] and res['bytes']:
+            res['cpu_s'] = res['cpu']['cpu_s']
+            res['cpu_s_per_GiB'] = res['cpu_s'] / (res['bytes'] / GiB)
     except Exception as e:      # pylint: disable=broad-except
         res.update(ok=False, error='%s: %s' % (type(e).__name__, e))
     finally:
@@ -270,6 +515,9 @@ def aggregate(runs):
     res['runs_MBps'] = [round(r.get('MBps', 0), 1) if r['valid'] else None
                         for r in runs]
     res['runs_total_ms'] = [r.get('total_ms') for r in runs]
+    res['runs_cpu_s_per_GiB'] = [
+        round(r['cpu_s_per_GiB'], 3) if r['valid'] and
+        r.get('cpu_s_per_GiB') is not None else None for r in runs]
     res['valid'] = bool(good) and len(good) == len(runs)
     if not res['valid']:
         res['error'] = '; '.join(sorted(set(
@@ -370,6 +618,9 @@ def measure_switchover(o, wd, results, bw_MBps):
                    ratio=share_ms / ideal_ms if ideal_ms else None,
                    device_section_ms=((t_done - t_sec) * 1000
                                       if t_sec else None))
+        if res.get('downtime_ms'):
+            # The device's part of the downtime QEMU reports.
+            res['device_share_of_downtime'] = share_ms / res['downtime_ms']
     except Exception as e:      # pylint: disable=broad-except
         res.update(ok=False, error='%s: %s' % (type(e).__name__, e))
     finally:
@@ -491,6 +742,459 @@ def measure_chunks(o, wd, results):
     return out
 
 
+def _num(pattern, text, default=None):
+    m = re.search(pattern, text)
+    return int(m.group(1)) if m else default
+
+
+def t_vm_stop(tr):
+    """When the VM stop reached the device: RUNNING|LOGGING -> P2P|LOGGING
+    with CAP_P2P (the second edition), straight to STOP|LOGGING without."""
+    return next((t for t, ev, a in tr if ev == 'vfio_ds_set_state' and
+                 (a.endswith('RUNNING|LOGGING -> P2P|LOGGING') or
+                  a.endswith('RUNNING|LOGGING -> STOP|LOGGING'))), None)
+
+
+def convergence_figures(tr):
+    """From a source trace: the size of each data set opened (one per pass
+    over the dirty device memory), the channel bandwidth and the threshold
+    QEMU last computed (migrate_transferred, every 100 ms), the last exact
+    pending size."""
+    sets = [_num(r'of (\d+) bytes', a, 0) for t, ev, a in tr
+            if ev == 'vfio_ds_set_open']
+    bws = [(_num(r'bandwidth (\d+)', a), _num(r'max_size (-?\d+)', a))
+           for t, ev, a in tr if ev == 'migrate_transferred']
+    exact = [(t, _num(r'exact pending size (\d+)', a)) for t, ev, a in tr
+             if ev == 'migrate_pending_exact']
+    est = [_num(r'estimate pending size (\d+)', a) for t, ev, a in tr
+           if ev == 'migrate_pending_estimate']
+    t_first = tr[0][0] if tr else 0
+    out = {'sets_opened': len(sets), 'set_bytes_first': sets[:3],
+           'set_bytes_last': sets[-5:],
+           'last_nonzero_set_bytes': next((x for x in reversed(sets) if x),
+                                          None)}
+    if bws:
+        # bytes/ms = kB/s * 1000 / 1000: MB/s = bytes/ms / 1000
+        out['bandwidth_MBps_last'] = bws[-1][0] / 1000.0
+        out['threshold_bytes_last'] = bws[-1][1]
+    # QEMU reads the exact figure (the device's device_memory.pending)
+    # only when the estimate is under the threshold; the backend's estimate
+    # is the open set's rest plus the last exact figure.
+    out['pending_exact_reads'] = len(exact)
+    out['iterations'] = len(est)
+    if est:
+        out['pending_estimate_bytes_last'] = est[-1]
+        out['pending_estimate_bytes_min'] = min(est)
+    if exact:
+        out['pending_exact_bytes_last'] = exact[-1][1]
+        out['pending_exact_last_at_s'] = round(exact[-1][0] - t_first, 2)
+        if bws and bws[-1][0]:
+            # What the switchover would take, were it started then.
+            out['est_downtime_ms_last'] = exact[-1][1] / bws[-1][0]
+    if bws and bws[-1][0] and out['last_nonzero_set_bytes']:
+        # What the device's last non-empty pass would take at that rate.
+        out['last_set_ms_at_bandwidth'] = (out['last_nonzero_set_bytes'] /
+                                           bws[-1][0])
+    return out
+
+
+LIMIT_TRACE = ('vfio_ds_set_open', 'vfio_ds_set_state',
+               'vfio_ds_save_complete', 'migrate_pending_exact',
+               'migrate_pending_estimate', 'migrate_transferred',
+               'migration_thread_low_pending')
+
+
+def limit_run(o, wd, tag, mem, rate, ndev, raise_to=()):
+    """A migration of devices that mutate their memory, at the default
+    downtime limit, bounded by --limit-timeout (then @raise_to, then
+    migrate_cancel)."""
+    run = Run(wd, tag)
+    res = {'device_mem': mem, 'devices': ndev, 'mutate_rate_per_dev': rate,
+           'downtime_limit_ms': DEFAULT_DOWNTIME_LIMIT,
+           'timeout_s': o.limit_timeout}
+    try:
+        run.start(64 * MiB, ['--mem-size', str(mem), '--mutate-rate',
+                             str(rate), '--dma-rate', '0'],
+                  src_dev_extra=['--start'], trace=LIMIT_TRACE, ndev=ndev)
+        t_c0 = time.time()
+        c0 = sum(int(s.status()['mutate_count']) for s in run.ssrvs)
+        time.sleep(1.0)
+        t_c1 = time.time()
+        c1 = sum(int(s.status()['mutate_count']) for s in run.ssrvs)
+        res['mutated_pages_per_s_before'] = round((c1 - c0) / (t_c1 - t_c0))
+        cpu = run.cpu_sampler()
+        res.update(run.migrate(downtime_limit=DEFAULT_DOWNTIME_LIMIT,
+                               timeout=o.limit_timeout, cpu=cpu,
+                               raise_to=raise_to))
+        t_ret = time.time()
+        c2 = sum(int(s.status()['mutate_count']) for s in run.ssrvs)
+        tr = read_trace(run.trace)
+        t_stop = t_vm_stop(tr)
+        t_end = t_stop if (res['ok'] and t_stop) else t_ret
+        if t_end > t_c1:
+            # From the last count before the migration to the VM stop (or
+            # the cancel: the device mutates on after it).
+            res['mutated_pages_per_s_during'] = round(
+                (c2 - c1) / (t_end - t_c1))
+        if res['ok']:
+            res['digest_ok'] = run.digests()[0]
+        res['cpu'] = cpu.result()
+        res.update(convergence_figures(tr))
+        if res.get('at_timeout'):
+            at = res['at_timeout']
+            # Only ram's dirty bytes count in QEMU's expected-downtime
+            # (migration_update_counters); est_downtime_ms_last has all.
+            res['at_timeout'] = {
+                'after_s': at.get('after_s'),
+                'status': at.get('status'),
+                'downtime_limit_ms': at.get('downtime_limit_ms'),
+                'expected_downtime_ms_ram_only': at.get('expected-downtime'),
+                'ram_remaining_bytes': at.get('ram', {}).get('remaining'),
+                'ram_dirty_sync_count': at.get('ram', {}).get(
+                    'dirty-sync-count'),
+                'vfio_transferred_bytes': at.get('vfio', {}).get(
+                    'transferred'),
+                'total_ms': at.get('total-time')}
+    except Exception as e:      # pylint: disable=broad-except
+        res.update(ok=False, error='%s: %s' % (type(e).__name__, e))
+    finally:
+        run.stop()
+    return res
+
+
+def limit_line(res):
+    at = res.get('at_timeout') or {}
+
+    def mib(k):
+        return fmt(res[k] / MiB if res.get(k) is not None else None, '%.1f')
+    line = ('converged %s, %s; downtime %s ms (limit %s ms%s); %d '
+            'iterations, %d sets opened, last non-empty %s MiB (%s ms at '
+            '%s MB/s); pending estimate last %s MiB (min %s), %d exact '
+            'read(s), last %s MiB at %s s; mutated %s pages/s during (%s '
+            'before)' %
+            ('yes' if res.get('converged') else 'NO',
+             ('completed in %s ms' % res.get('total_ms')) if res.get('ok')
+             else 'status %s after %s s' % (res.get('status'),
+                                            at.get('after_s')),
+             res.get('downtime_ms') if res.get('ok') else 'n/a',
+             res.get('final_downtime_limit_ms'),
+             (', raised live after %s s at %d ms' %
+              (at.get('after_s'), DEFAULT_DOWNTIME_LIMIT)
+              if at and res.get('ok') else ''),
+             res.get('iterations', 0), res.get('sets_opened', 0),
+             mib('last_nonzero_set_bytes'),
+             fmt(res.get('last_set_ms_at_bandwidth'), '%.0f'),
+             fmt(res.get('bandwidth_MBps_last'), '%.0f'),
+             mib('pending_estimate_bytes_last'),
+             mib('pending_estimate_bytes_min'),
+             res.get('pending_exact_reads', 0),
+             mib('pending_exact_bytes_last'),
+             res.get('pending_exact_last_at_s', 'n/a'),
+             res.get('mutated_pages_per_s_during', 'n/a'),
+             res.get('mutated_pages_per_s_before', 'n/a')))
+    return line
+
+
+def measure_limit(o, wd, results):
+    mem = lab.parse_size(o.limit_mem)
+    rate = o.limit_mutate_rate
+    log('== 5. downtime at the default limit (%d ms): %d MiB device memory '
+        '(mmap) mutated at %d pages/s, at most %d s' %
+        (DEFAULT_DOWNTIME_LIMIT, mem >> 20, rate, o.limit_timeout))
+    res = limit_run(o, wd, 'limit', mem, rate, 1)
+    if res.get('converged'):
+        res['valid'] = bool(res.get('digest_ok'))
+        res['downtime_over_limit'] = (res['downtime_ms'] /
+                                      DEFAULT_DOWNTIME_LIMIT)
+    else:
+        # Not converging is a result; a cancel that did not work is not.
+        res['valid'] = res.get('status') == 'cancelled'
+    log('  %s; %s' % (limit_line(res), 'ok' if res['valid'] else
+                      'FAILED %s' % (res.get('error') or 'integrity check')))
+    results['downtime_at_limit'] = res
+    return res
+
+
+def median(xs):
+    xs = sorted(x for x in xs if x is not None)
+    return xs[len(xs) // 2] if xs else None
+
+
+def measure_cpu(o, wd, results):
+    log('== 6. CPU seconds per GiB moved (both QEMUs and device servers), '
+        'device memory vs guest RAM, 1 GiB, mmap')
+    case = results.get('throughput', {}).get('1024M')
+    src = 'measure 1 (1024M)'
+    if not (case and case['ram']['valid'] and case['dev_mmap']['valid']):
+        src = 'own runs'
+        shm = '/dev/shm/vfio-bench-cpu-%d.ram' % os.getpid()
+        runs = {'ram': [], 'dev_mmap': []}
+        try:
+            fill_random(shm, GiB)
+            for rep in range(o.repeat):
+                runs['ram'].append(one_run(
+                    wd, 'cpu-ram-1024M-r%d' % rep, GiB, ['--mem-size', '1M'],
+                    kind='ram', mem_path=shm, nbytes_key='ram_bytes',
+                    ram_samples=True))
+                runs['dev_mmap'].append(one_run(
+                    wd, 'cpu-dev-1024M-mmap-r%d' % rep, 32 * MiB,
+                    ['--mem-size', '1G'], kind='dev_mmap',
+                    nbytes_key='vfio_bytes'))
+        finally:
+            if os.path.exists(shm):
+                os.unlink(shm)
+        case = {k: aggregate(v) for k, v in runs.items()}
+    res = {'from': src}
+    for k, name in (('dev_mmap', 'devmem'), ('ram', 'ram')):
+        x = case[k]
+        res['cpu_s_per_GiB_' + name] = (median(x['runs_cpu_s_per_GiB'])
+                                        if x['valid'] else None)
+        res['runs_cpu_s_per_GiB_' + name] = x['runs_cpu_s_per_GiB']
+        # processes and threads of the median (by MB/s) run
+        res['median_run_' + name] = {'tag': x.get('tag'),
+                                     'total_ms': x.get('total_ms'),
+                                     'bytes': x.get('bytes'),
+                                     'cpu': x.get('cpu')}
+    d, r = res['cpu_s_per_GiB_devmem'], res['cpu_s_per_GiB_ram']
+    res['cpu_ratio_devmem_vs_ram'] = d / r if d and r else None
+    res['valid'] = res['cpu_ratio_devmem_vs_ram'] is not None
+    for name in ('devmem', 'ram'):
+        c = res['median_run_' + name].get('cpu') or {}
+        log('  %-7s %s CPU s/GiB (runs %s); median run %s: %s' %
+            (name, fmt(res['cpu_s_per_GiB_' + name], '%.2f'),
+             res['runs_cpu_s_per_GiB_' + name],
+             res['median_run_' + name]['tag'],
+             ', '.join('%s %.2f s' % (p, v['cpu_s'] or 0)
+                       for p, v in c.get('procs', {}).items())))
+    log('  devmem/ram CPU per GiB: %s (from %s)' %
+        (fmt(res['cpu_ratio_devmem_vs_ram']), src))
+    results['cpu'] = res
+    return res
+
+
+def multifd_probe(wd):
+    """Whether the backend takes x-migration-multifd-transfer=on: one small
+    device, the multifd capability on both sides."""
+    run = Run(wd, 'multifd-probe')
+    res = {}
+    try:
+        run.start(32 * MiB, ['--mem-size', '16M'],
+                  dev_props={'x-migration-multifd-transfer': 'on'})
+        res.update(run.migrate(timeout=60, caps={'multifd': True}))
+    except Exception as e:      # pylint: disable=broad-except
+        res.update(ok=False, error='%s: %s' % (type(e).__name__, e))
+    finally:
+        run.stop()
+    err = res.get('error') or ''
+    if res.get('ok'):
+        res['multifd_devstate'] = 'works'
+    elif 'multifd' in err and 'not supported' in err:
+        # The backend's refusal (save/load setup).
+        res['multifd_devstate'] = 'unsupported'
+        res['reason'] = re.sub(r'\s+', ' ', err)[-200:]
+    elif "x-migration-multifd-transfer' not found" in err:
+        # vfio-user-pci does not even have the property (vfio-pci's own).
+        res['multifd_devstate'] = 'unsupported'
+        res['reason'] = ("vfio-user-pci has no x-migration-multifd-transfer "
+                         "property (QEMU refuses the -device)")
+    else:
+        res['multifd_devstate'] = 'error'
+    return res
+
+
+def measure_multi(o, wd, results):
+    n, mem = o.multi_devs, lab.parse_size(o.multi_mem)
+    rate = max(1, o.limit_mutate_rate // n)
+    log('== 7. %d devices x %d MiB (mmap) in one VM, each mutated at %d '
+        'pages/s: downtime at %d ms (at most %d s), then the limit raised '
+        'live as needed' % (n, mem >> 20, rate, DEFAULT_DOWNTIME_LIMIT,
+                            o.limit_timeout))
+    res = limit_run(o, wd, 'multi', mem, rate, n, raise_to=RAISE_STEPS)
+    res['valid'] = bool(res.get('ok') and res.get('digest_ok'))
+    res['downtime_ms_at_limit'] = (res['downtime_ms'] if res.get('converged')
+                                   else None)
+    res['downtime_ms_raised'] = res['downtime_ms'] if res.get('ok') else None
+    log('  %s; %s' % (limit_line(res), 'ok' if res['valid'] else
+                      'FAILED %s' % (res.get('error') or 'integrity check')))
+    probe = multifd_probe(wd)
+    res['multifd_probe'] = {k: probe.get(k) for k in
+                            ('status', 'error', 'reason', 'multifd_devstate',
+                             'downtime_ms')}
+    res['multifd_devstate'] = probe['multifd_devstate']
+    log('  multifd device state (x-migration-multifd-transfer=on): %s (%s)'
+        % (probe['multifd_devstate'], probe.get('reason') or
+           probe.get('error') or 'downtime %s ms' % probe.get('downtime_ms')))
+    results['multi_device'] = res
+    return res
+
+
+def _stats_ms(xs):
+    xs = sorted(xs)
+    if not xs:
+        return None
+    return {'n': len(xs), 'mean': round(sum(xs) / len(xs) * 1000, 3),
+            'median': round(xs[len(xs) // 2] * 1000, 3),
+            'p90': round(xs[int(len(xs) * 0.9)] * 1000, 3),
+            'max': round(xs[-1] * 1000, 3),
+            'sum': round(sum(xs) * 1000, 1)}
+
+
+def chunk_times(tr, action_ev, chunk_ev, boundary, t_phase=None):
+    """Per chunk event: time since the previous chunk (within one
+    iteration: no @boundary event in between), split at the control write
+    of the chunk's action (GET_BUFFER on the source: before it the
+    previous chunk's flush into the stream; after it the device filling
+    the region; SET_BUFFER on the destination: before it the chunk's
+    reception from the stream into the region, after it the device taking
+    it).  t_phase: chunks before it are 'precopy', after 'stopcopy'."""
+    out = {}
+    last_t = last_ctl = None
+    crossed = False
+    for t, ev, a in tr:
+        if ev == 'vfio_ds_ctl_write' and action_ev in a:
+            last_ctl = t
+        elif ev in boundary:
+            crossed = True
+        elif ev == chunk_ev:
+            ph = 'precopy' if t_phase is None or t < t_phase else 'stopcopy'
+            c = out.setdefault(ph, {'n': 0, 'bytes': 0, 'dt': [], 'before':
+                                    [], 'after': [], 'gaps': []})
+            c['n'] += 1
+            c['bytes'] += int(re.search(r'len 0x([0-9a-f]+)', a).group(1),
+                              16)
+            if last_ctl is not None and (last_t is None or last_ctl > last_t):
+                c['after'].append(t - last_ctl)
+            if last_t is not None:
+                if crossed or (t_phase is not None and
+                               (last_t < t_phase) != (t < t_phase)):
+                    c['gaps'].append(t - last_t)
+                else:
+                    c['dt'].append(t - last_t)
+                    if last_ctl is not None and last_ctl > last_t:
+                        c['before'].append(last_ctl - last_t)
+            last_t, crossed = t, False
+    res = {}
+    for ph, c in out.items():
+        res[ph] = {'chunks': c['n'], 'bytes': c['bytes'],
+                   'interval_ms': _stats_ms(c['dt']),
+                   'before_ctl_ms': _stats_ms(c['before']),
+                   'after_ctl_ms': _stats_ms(c['after']),
+                   'gaps_across_iterations_ms': _stats_ms(c['gaps'])}
+    return res
+
+
+def section_times(tr, t_stop):
+    """Time in each savevm section (ram, the device, others) before and
+    after the VM stop, from savevm_section_start/_end."""
+    out, open_ = {}, {}
+    for t, ev, a in tr:
+        if ev not in ('savevm_section_start', 'savevm_section_end'):
+            continue
+        sid = a.split(',')[0]
+        if ev == 'savevm_section_start':
+            open_[sid] = t
+        elif sid in open_:
+            t1 = open_.pop(sid)
+            ph = 'precopy' if t_stop is None or t1 < t_stop else 'stopcopy'
+            key = 'vfio' if 'vfio' in sid else (sid if sid == 'ram' else
+                                                'other')
+            d = out.setdefault(ph, {})
+            d[key] = d.get(key, 0.0) + (t - t1) * 1000
+    return {ph: {k: round(v, 1) for k, v in d.items()}
+            for ph, d in out.items()}
+
+
+BREAKDOWN_SRC_TRACE = ('vfio_ds_save_chunk', 'vfio_ds_set_state',
+                       'vfio_ds_set_open', 'vfio_ds_save_iterate',
+                       'vfio_ds_save_setup', 'vfio_ds_save_complete',
+                       'vfio_ds_ctl_write', 'savevm_section_start',
+                       'savevm_section_end', 'migration_completion_vm_stop')
+BREAKDOWN_DST_TRACE = ('vfio_ds_load_chunk', 'vfio_ds_load_set',
+                       'vfio_ds_load_config', 'vfio_ds_ctl_write',
+                       'vfio_ds_load_header')
+
+
+def measure_breakdown(o, wd, results):
+    mem = lab.parse_size(o.breakdown_mem)
+    log('== 8. breakdown of one %d MiB device-memory migration (mmap, idle '
+        'device): trace timestamps, CPU per thread' % (mem >> 20))
+    run = Run(wd, 'breakdown')
+    res = {'device_mem': mem}
+    try:
+        run.start(32 * MiB, ['--mem-size', str(mem)],
+                  trace=BREAKDOWN_SRC_TRACE, dst_trace=BREAKDOWN_DST_TRACE)
+        cpu = run.cpu_sampler()
+        res.update(run.migrate(cpu=cpu))
+        if res['ok']:
+            res['digest_ok'] = run.digests()[0]
+        res['cpu'] = cpu.result()
+        tr, dtr = read_trace(run.trace), read_trace(run.dst_trace)
+        t0 = res['t_migrate']
+        t_stop = t_vm_stop(tr)
+
+        def first(trace, name):
+            return next((t for t, ev, a in trace if ev == name), None)
+
+        def rel(t):
+            return round((t - t0) * 1000, 1) if t is not None else None
+        t_set = first(tr, 'vfio_ds_set_open')
+        t_done = first(tr, 'vfio_ds_save_complete')
+        t_dcfg = first(dtr, 'vfio_ds_load_config')
+        if None in (t_set, t_stop, t_done):
+            raise RuntimeError('trace lacks set_open, the VM stop or '
+                               'save_complete')
+        res['timeline_ms'] = {
+            'first_set_open': rel(t_set), 'vm_stop': rel(t_stop),
+            'save_complete': rel(t_done), 'dst_config_loaded': rel(t_dcfg),
+            'src_total': res['total_ms']}
+        res['phases_ms'] = {
+            'setup': rel(t_set), 'precopy': round((t_stop - t_set) * 1000, 1),
+            'stop_copy_device': round((t_done - t_stop) * 1000, 1),
+            'after_device': round(res['total_ms'] - (t_done - t0) * 1000, 1)}
+        res['src_chunks'] = chunk_times(
+            tr, 'device_memory.action', 'vfio_ds_save_chunk',
+            ('vfio_ds_save_iterate',), t_stop)
+        # The destination's chunks: precopy/stopcopy by the source's stop
+        # (the same clock).
+        res['dst_chunks'] = chunk_times(
+            dtr, 'device_memory.action', 'vfio_ds_load_chunk',
+            ('vfio_ds_load_set',), t_stop)
+        res['sections_ms'] = section_times(tr, t_stop)
+        res['iterations'] = sum(1 for t, ev, a in tr
+                                if ev == 'vfio_ds_save_iterate')
+        pre = res['src_chunks'].get('precopy', {})
+        stc = res['src_chunks'].get('stopcopy', {})
+        res['devmem_bytes_precopy'] = pre.get('bytes', 0)
+        res['devmem_bytes_stopcopy'] = stc.get('bytes', 0)
+        res['chunks'] = pre.get('chunks', 0) + stc.get('chunks', 0)
+        iv = pre.get('interval_ms') or {}
+        res['src_ms_per_chunk'] = iv.get('mean')
+        wall = res['cpu']['wall_s'] if res['cpu'] else None
+        rows = []
+        for p, v in (res['cpu'] or {}).get('procs', {}).items():
+            for comm, c in v.get('threads', {}).items():
+                rows.append((p, comm, c))
+            if v.get('unattributed_s'):
+                rows.append((p, '(unsampled/exited)', v['unattributed_s']))
+        rows.sort(key=lambda r: -r[2])
+        res['threads'] = [{'process': p, 'thread': comm, 'cpu_s': c,
+                           'busy': round(c / wall, 3) if wall else None}
+                          for p, comm, c in rows]
+    except Exception as e:      # pylint: disable=broad-except
+        res.update(ok=False, error='%s: %s' % (type(e).__name__, e))
+    finally:
+        run.stop()
+    res['valid'] = bool(res.get('ok') and res.get('digest_ok') and
+                        res.get('threads') is not None)
+    if res.get('threads') is None:
+        log('  FAILED: %s' % res.get('error'))
+    else:
+        log('  %s' % ('ok' if res['valid'] else 'FAILED %s' %
+                      (res.get('error') or 'integrity check')))
+    results['breakdown'] = res
+    return res
+
+
 def plot_chunks(chunks, path):
     import matplotlib       # pylint: disable=import-outside-toplevel
     matplotlib.use('Agg')
@@ -522,7 +1226,13 @@ def main():
     global PAUSED      # pylint: disable=global-statement
     o = opts()
     PAUSED = o.paused
+    if o.limit_mutate_rate is None:
+        o.limit_mutate_rate = o.mutate_rate
     only = set(o.only.split(','))
+    unknown = only - set('12345678')
+    if unknown:
+        sys.exit('bench: --only: no measure %s (1-8)' % ','.join(
+            sorted(unknown)))
     os.makedirs(o.out, exist_ok=True)
     wd = lab.workdir()
     t0 = time.time()
@@ -567,6 +1277,21 @@ def main():
             except Exception as e:  # pylint: disable=broad-except
                 log('plot failed: %s' % e)
                 failed.append('plot')
+        if '6' in only:
+            if not measure_cpu(o, wd, results)['valid']:
+                failed.append('cpu')
+        if '5' in only:
+            if not measure_limit(o, wd, results)['valid']:
+                failed.append('downtime-at-limit')
+        if '7' in only:
+            mres = measure_multi(o, wd, results)
+            if not mres['valid']:
+                failed.append('multi-device')
+            if mres['multifd_devstate'] == 'error':
+                failed.append('multifd-probe')
+        if '8' in only:
+            if not measure_breakdown(o, wd, results)['valid']:
+                failed.append('breakdown')
     finally:
         results['elapsed_s'] = round(time.time() - t0, 1)
         if build_id().split()[1:] != build.split()[1:]:
@@ -633,9 +1358,11 @@ def print_table(r):
              fmt(s.get('device_share_ms'), '%.1f'),
              fmt(s.get('bandwidth_MBps'), '%.0f'),
              'ok' if s['valid'] else 'FAIL'))
-        log('%-28s ideal %s ms, measured/ideal %s, downtime %s ms' %
+        log('%-28s ideal %s ms, measured/ideal %s, downtime %s ms (device '
+            'share %s of it)' %
             ('', fmt(s.get('ideal_ms'), '%.1f'), fmt(s.get('ratio')),
-             s.get('downtime_ms', 'n/a')))
+             s.get('downtime_ms', 'n/a'),
+             fmt(s.get('device_share_of_downtime'))))
     for k, b in r.get('bitmap', {}).items():
         log('%-28s %s us/GiB/log_sync (%s syncs, min %s)  %s' %
             ('3. bitmap query RAM %s' % k,
@@ -648,6 +1375,26 @@ def print_table(r):
             '%s=%s' % (c, ('%.0f' % x['MBps']) if x['valid'] else
                        'FAIL(%s)' % x.get('runs_MBps'))
             for c, x in rows.items())))
+    d5 = r.get('downtime_at_limit')
+    if d5:
+        log('%-28s %s' % ('5. downtime at %d ms' % DEFAULT_DOWNTIME_LIMIT,
+                          limit_line(d5)))
+    c6 = r.get('cpu')
+    if c6:
+        log('%-28s devmem %s, ram %s CPU s/GiB -> devmem/ram %s' %
+            ('6. CPU per GiB moved', fmt(c6.get('cpu_s_per_GiB_devmem')),
+             fmt(c6.get('cpu_s_per_GiB_ram')),
+             fmt(c6.get('cpu_ratio_devmem_vs_ram'))))
+    m7 = r.get('multi_device')
+    if m7:
+        log('%-28s %s' % ('7. %d devices x %d MiB' %
+                          (m7['devices'], m7['device_mem'] >> 20),
+                          limit_line(m7)))
+        log('%-28s multifd device state: %s' % ('',
+                                                m7.get('multifd_devstate')))
+    b8 = r.get('breakdown')
+    if b8 and b8.get('threads') is not None:
+        print_breakdown(b8)
     tp = r.get('throughput', {})
     fields = []
     for name, case in tp.items():
@@ -659,6 +1406,28 @@ def print_table(r):
     bm = r.get('bitmap', {})
     line = 'bench: devmem_vs_ram_ratio=%s %s' % (fmt(main_ratio),
                                                  ' '.join(fields))
+    d5 = r.get('downtime_at_limit') or {}
+    c6 = r.get('cpu') or {}
+    m7 = r.get('multi_device') or {}
+
+    def yes_no(x, ran):
+        return ('yes' if x else 'no') if ran else 'n/a'
+    line += (' downtime_ms_at_limit=%s downtime_limit_ms=%d '
+             'converged_at_limit=%s cpu_ratio_devmem_vs_ram=%s '
+             'devstate_share_vs_bytes_bw=%s downtime_ms_4dev=%s '
+             'multifd_devstate=%s' %
+             (d5.get('downtime_ms') if d5.get('converged') else 'n/a',
+              DEFAULT_DOWNTIME_LIMIT, yes_no(d5.get('converged'), d5),
+              fmt(c6.get('cpu_ratio_devmem_vs_ram')),
+              fmt(s.get('ratio')),
+              m7.get('downtime_ms_raised') if m7.get('ok') else 'n/a',
+              m7.get('multifd_devstate', 'n/a')))
+    line += (' cpu_s_per_GiB_devmem=%s cpu_s_per_GiB_ram=%s '
+             'downtime_limit_ms_4dev=%s converged_4dev_at_limit=%s' %
+             (fmt(c6.get('cpu_s_per_GiB_devmem')),
+              fmt(c6.get('cpu_s_per_GiB_ram')),
+              m7.get('final_downtime_limit_ms', 'n/a') if m7.get('ok')
+              else 'n/a', yes_no(m7.get('converged'), m7)))
     if s:
         line += ' switchover_ratio=%s' % fmt(s.get('ratio'))
     for k, b in bm.items():
@@ -667,6 +1436,47 @@ def print_table(r):
     line += ' failed=%s elapsed_s=%s' % (','.join(r['failed']) or 'none',
                                          r['elapsed_s'])
     log(line)
+
+
+def print_breakdown(b):
+    ph, tl = b.get('phases_ms', {}), b.get('timeline_ms', {})
+    log('8. breakdown, %d MiB device memory (mmap): total %s ms = setup %s + '
+        'precopy %s + device stop-and-copy %s + rest %s; downtime %s ms' %
+        (b['device_mem'] >> 20, tl.get('src_total'), ph.get('setup'),
+         ph.get('precopy'), ph.get('stop_copy_device'),
+         ph.get('after_device'), b.get('downtime_ms')))
+    log('   device memory: precopy %.1f MiB, stop-and-copy %.1f MiB; %d '
+        'chunks in %d iterations' %
+        (b.get('devmem_bytes_precopy', 0) / MiB,
+         b.get('devmem_bytes_stopcopy', 0) / MiB, b.get('chunks', 0),
+         b.get('iterations', 0)))
+    for side, key, before, after in (
+            ('src', 'src_chunks', 'flush prev', 'GET_BUFFER'),
+            ('dst', 'dst_chunks', 'receive', 'SET_BUFFER')):
+        for p, c in sorted(b.get(key, {}).items()):
+            iv = c.get('interval_ms') or {}
+            bc = c.get('before_ctl_ms') or {}
+            ac = c.get('after_ctl_ms') or {}
+            gp = c.get('gaps_across_iterations_ms') or {}
+            log('   %s %-8s %4d chunks: %s ms/chunk (median %s, p90 %s, max '
+                '%s) = %s %s + %s %s; %d gaps between iterations, %s ms' %
+                (side, p, c['chunks'], iv.get('mean'), iv.get('median'),
+                 iv.get('p90'), iv.get('max'), before, bc.get('mean'),
+                 after, ac.get('mean'), gp.get('n', 0), gp.get('sum', 0)))
+    for p, d in b.get('sections_ms', {}).items():
+        log('   source savevm sections, %s: %s' % (p, ', '.join(
+            '%s %.1f ms' % kv for kv in sorted(d.items()))))
+    wall = (b.get('cpu') or {}).get('wall_s')
+    log('   minor page faults: %s' % ', '.join(
+        '%s %s' % (p, v.get('minor_faults'))
+        for p, v in sorted((b.get('cpu') or {}).get('procs', {}).items())))
+    log('   %-10s %-22s %8s %7s   (wall %s s)' %
+        ('process', 'thread', 'CPU s', 'busy', wall))
+    for t in b['threads']:
+        if t['cpu_s'] >= 0.01:
+            log('   %-10s %-22s %8.2f %6.0f%%' %
+                (t['process'], t['thread'], t['cpu_s'],
+                 100 * (t['busy'] or 0)))
 
 
 if __name__ == '__main__':
