@@ -1248,6 +1248,78 @@ static void mig_go_slow(Mig *m, bool ack)
     wait_log(m->src.srv, "data set opened");
 }
 
+/*
+ * The migration properties of vfio-pci (kernel devices only: vfio-user-pci
+ * has neither).  With migration-events, the VFIO_MIGRATION events report
+ * the device's state in the terms of the v2 FSM, as for a v2 device.
+ */
+static void test_migration_events(void)
+{
+    Mig m = { 0 };
+    g_autofree char *st = NULL, *err = NULL;
+    GString *states = g_string_new("");
+    QDict *ev;
+
+    if (!kernel_mode()) {
+        g_test_skip("vfio-user-pci has no migration-events property");
+        g_string_free(states, true);
+        return;
+    }
+    mig_start_full(&m, live_opts(true),
+                   "-global vfio-pci.migration-events=on", dst_mem(), NULL,
+                   true);
+    mig_go(&m);
+    st = mig_wait(m.src.qts, &err);
+    g_assert_cmpstr(st, ==, "completed");
+    while ((ev = qtest_qmp_event_ref(m.src.qts, "VFIO_MIGRATION"))) {
+        QDict *data = qdict_get_qdict(ev, "data");
+
+        g_assert_cmpstr(qdict_get_str(data, "device-id"), ==, "dev0");
+        g_string_append_printf(states, "%s%s", states->len ? "," : "",
+                               qdict_get_str(data, "device-state"));
+        qobject_unref(ev);
+    }
+    g_test_message("VFIO_MIGRATION states: %s", states->str);
+    g_assert_nonnull(strstr(states->str, "pre-copy"));
+    g_assert_nonnull(strstr(states->str, "stop-copy"));
+    g_assert_true(g_str_has_suffix(states->str, ",stop"));
+    g_string_free(states, true);
+    mig_end(&m);
+}
+
+/*
+ * x-migration-multifd-transfer=on asks for device state over multifd
+ * channels, which this backend does not do: the migration fails at once,
+ * saying so, and the source runs on with its device working.
+ */
+static void test_multifd_transfer_refused(void)
+{
+    Mig m = { 0 };
+    g_autoptr(QDict) resp = NULL;
+    const char *desc;
+
+    if (!kernel_mode()) {
+        g_test_skip("vfio-user-pci has no x-migration-multifd-transfer "
+                    "property");
+        return;
+    }
+    mig_start_full(&m, live_opts(true),
+                   "-global vfio-pci.x-migration-multifd-transfer=on "
+                   "-global migration.x-multifd=on", dst_mem(),
+                   "-incoming defer -S -global migration.x-multifd=on",
+                   true);
+    resp = qtest_qmp(m.src.qts, "{'execute': 'migrate', 'arguments': "
+                     "{'uri': %s}}", m.uri);
+    g_assert_true(qdict_haskey(resp, "error"));
+    desc = qdict_get_str(qdict_get_qdict(resp, "error"), "desc");
+    g_assert_nonnull(strstr(desc, "x-migration-multifd-transfer=on is not "
+                            "supported by device-state migration"));
+    g_assert_nonnull(strstr(desc, "dev0"));
+    assert_state(m.src.srv, "RUNNING");
+    assert_device_works(m.src.srv);
+    mig_end(&m);
+}
+
 static void test_kill_dst_qemu(void)
 {
     Mig m = { 0 };
@@ -1358,6 +1430,10 @@ int main(int argc, char **argv)
         qtest_add_data_func(path, &faults[i], test_fault);
     }
     qtest_add_func("/vfio-devstate/migration/two-devices", test_two_devices);
+    qtest_add_func("/vfio-devstate/migration/migration-events",
+                   test_migration_events);
+    qtest_add_func("/vfio-devstate/migration/multifd-transfer-refused",
+                   test_multifd_transfer_refused);
     qtest_add_func("/vfio-devstate/migration/msix", test_msix);
     qtest_add_func("/vfio-devstate/migration/reset-behind-qemu",
                    test_reset_behind_qemu);

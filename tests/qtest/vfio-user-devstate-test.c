@@ -115,6 +115,90 @@ static void test_device(void)
     devstate_server_stop(srv);
 }
 
+/* The description of the error of a QMP command that must fail */
+static char *qmp_error_desc(QDict *resp)
+{
+    QDict *err = qdict_get_qdict(resp, "error");
+
+    g_assert_nonnull(err);
+    return g_strdup(qdict_get_str(err, "desc"));
+}
+
+/*
+ * A device without the device-state regions (and vfio-user has no v2
+ * interface): with enable-migration=auto it realizes, and its migration
+ * blocker says why.
+ */
+static void test_no_interface_blocker(void)
+{
+    DevstateServer *srv = devstate_server_start("--no-devstate");
+    QTestState *qts = start_qemu(srv);
+    g_autoptr(QDict) resp = NULL;
+    g_autofree char *desc = NULL;
+
+    g_assert_true(find_in_query_pci(qts));
+    resp = qtest_qmp(qts, "{'execute': 'migrate', 'arguments': "
+                     "{'uri': 'unix:/dev/null/none'}}");
+    desc = qmp_error_desc(resp);
+    g_assert_nonnull(strstr(desc, "offers no migration interface"));
+
+    qtest_quit(qts);
+    g_assert_cmpint(devstate_server_wait(srv, 5000), ==, 0);
+    devstate_server_stop(srv);
+}
+
+/*
+ * With enable-migration=on, such a device fails to realize.  Realize had
+ * set up its interrupts by then (INTx handler, mmap timer, irqchip
+ * notifier); the error path must take them down, or they fire on the
+ * freed device.  QEMU runs on, with its clock running, and a good device
+ * plugs in afterwards.
+ */
+static void test_no_interface_realize_error(void)
+{
+    DevstateServer *bad = devstate_server_start("--no-devstate");
+    DevstateServer *good = devstate_server_start("--mem-size 16M");
+    QTestState *qts;
+    g_autoptr(QDict) resp = NULL;
+    g_autoptr(QDict) resp2 = NULL;
+    g_autoptr(QDict) resp3 = NULL;
+    g_autofree char *desc = NULL;
+
+    qts = qtest_init("-machine q35 -m 128M "
+                     "-object memory-backend-memfd,id=mem,size=128M "
+                     "-machine memory-backend=mem "
+                     "-device pcie-root-port,id=rp0,chassis=1 "
+                     "-device pcie-root-port,id=rp1,chassis=2");
+    resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments': "
+                     "{'driver': 'vfio-user-pci', 'id': 'bad0', "
+                     "'bus': 'rp0', 'enable-migration': 'on', "
+                     "'socket': {'type': 'unix', 'path': %s}}}", bad->sock);
+    desc = qmp_error_desc(resp);
+    g_assert_nonnull(strstr(desc, "offers no migration interface"));
+    /* The failed device's connection is gone: its server exits. */
+    g_assert_cmpint(devstate_server_wait(bad, 5000), ==, 0);
+
+    qtest_clock_step(qts, 2000000000LL);
+    resp2 = qtest_qmp(qts, "{'execute': 'device_add', 'arguments': "
+                      "{'driver': 'vfio-user-pci', 'id': 'devstate0', "
+                      "'bus': 'rp1', "
+                      "'socket': {'type': 'unix', 'path': %s}}}",
+                      good->sock);
+    g_assert_false(qdict_haskey(resp2, "error"));
+    qtest_clock_step(qts, 2000000000LL);
+    g_assert_true(qtest_qom_get_bool(qts, "/machine/peripheral/devstate0",
+                                     "realized"));
+    resp3 = qtest_qmp(qts, "{'execute': 'qom-get', 'arguments': "
+                      "{'path': '/machine/peripheral/bad0', "
+                      "'property': 'realized'}}");
+    g_assert_true(qdict_haskey(resp3, "error"));
+
+    qtest_quit(qts);
+    g_assert_cmpint(devstate_server_wait(good, 5000), ==, 0);
+    devstate_server_stop(good);
+    devstate_server_stop(bad);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -128,5 +212,9 @@ int main(int argc, char **argv)
         return g_test_run();
     }
     qtest_add_func("/vfio-user-devstate/device", test_device);
+    qtest_add_func("/vfio-user-devstate/no-interface/blocker",
+                   test_no_interface_blocker);
+    qtest_add_func("/vfio-user-devstate/no-interface/realize-error",
+                   test_no_interface_realize_error);
     return g_test_run();
 }

@@ -1,6 +1,6 @@
 /*
  * libFuzzer target for the incoming migration stream of the VFIO
- * device-state backend (hw/vfio/migration-devstate.c)
+ * device-state backend (hw/vfio/migration-devstate*.c)
  *
  * The real backend is #included: it is a unit harness, one translation
  * unit with stubs for the rest of QEMU, which needs the backend's static
@@ -99,6 +99,8 @@ static inline void trace_nop(const char *name, ...)
 #define trace_vfio_ds_vmstate_change TRACE_NOP
 
 #include "../../hw/vfio/migration-devstate.c"
+#include "../../hw/vfio/migration-devstate-save.c"
+#include "../../hw/vfio/migration-devstate-load.c"
 
 #undef mmap
 #undef munmap
@@ -875,7 +877,7 @@ static VFIODeviceOps fake_ops_none;
 
 /*
  * QEMU's reset of the device (hw/vfio/pci.c, vfio_pci_reset): the device
- * resets, then the backend follows it with vfio_devstate_reset().
+ * resets, then the backend follows it with its reset hook.
  */
 void device_cold_reset(DeviceState *dev)
 {
@@ -883,7 +885,7 @@ void device_cold_reset(DeviceState *dev)
         FAIL("reset of a device that is not the fake");
     }
     fake_reset();
-    vfio_devstate_reset(fake_vbasedev);
+    vfio_devstate_migration_ops.reset(fake_vbasedev);
 }
 
 static const uint64_t config_sizes[] = { 4096, 256, 16, 1 };
@@ -1067,6 +1069,9 @@ static void run_load(const uint8_t opts[4], const uint8_t *stream, size_t len)
     QEMUFile f = { .buf = stream, .len = len };
     unsigned sections = (opts[3] & 7) + 1, i;
     Error *err = NULL;
+    const VFIOMigrationOps *ops = &vfio_devstate_migration_ops;
+    uint64_t mig_flags = 0;
+    void *opaque = NULL;
     VFIODevstate *ds;
     bool faults;
     int ret;
@@ -1080,8 +1085,8 @@ static void run_load(const uint8_t opts[4], const uint8_t *stream, size_t len)
     approvals = 0;
     vmstop_requests = 0;
     last_accepted = false;
-    ret = vfio_devstate_probe(&vbasedev, &ds, &err);
-    if (ret <= 0) {
+    ret = ops->probe(&vbasedev, &mig_flags, &opaque, &err);
+    if (ret) {
         /* Only an injected fault may make the probe fail. */
         if (!fake.fail_at || fake.accesses < fake.fail_at) {
             FAIL("probe of a valid device failed: %s",
@@ -1092,7 +1097,15 @@ static void run_load(const uint8_t opts[4], const uint8_t *stream, size_t len)
         error_free(err);
         return;
     }
-    migration.devstate = ds;
+    ds = opaque;
+    migration.ops = ops;
+    migration.opaque = ds;
+    if (!(mig_flags & VFIO_MIGRATION_STOP_COPY) ||
+        !(mig_flags & VFIO_MIGRATION_P2P) !=
+        !(fake.caps & VFIO_DEVICE_DATA_CAP_P2P)) {
+        FAIL("probe gave migration flags 0x%" PRIx64 " for caps 0x%x",
+             mig_flags, fake.caps);
+    }
     if (strcmp(ds->name, FAKE_DEV_NAME)) {
         FAIL("backend names the device '%s', not " FAKE_DEV_NAME, ds->name);
     }
@@ -1182,9 +1195,9 @@ static void run_load(const uint8_t opts[4], const uint8_t *stream, size_t len)
          * must refuse it when the device's state did not all arrive.
          */
         if (fake.caps & VFIO_DEVICE_DATA_CAP_P2P) {
-            vfio_devstate_vmstate_prepare(&vbasedev, true, RUN_STATE_RUNNING);
+            ops->vmstate_change_prepare(&vbasedev, true, RUN_STATE_RUNNING);
         }
-        vfio_devstate_vmstate_change(&vbasedev, true, RUN_STATE_RUNNING);
+        ops->vmstate_change(&vbasedev, true, RUN_STATE_RUNNING);
         if (ds->load_done && vmstop_requests) {
             FAIL("VM start refused after a complete load");
         }
@@ -1209,7 +1222,7 @@ static void run_load(const uint8_t opts[4], const uint8_t *stream, size_t len)
         fprintf(stderr, "load: ret %d, done %d: %s\n", ret, ds->load_done,
                 last_why);
     }
-    vfio_devstate_free(ds);
+    ops->free(ds);
     for (i = 0; i < R_NUM; i++) {
         if (fake.mapped[i]) {
             FAIL("region %u still mapped after free", i);

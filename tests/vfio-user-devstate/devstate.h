@@ -97,6 +97,7 @@ typedef struct {
     uint64_t max_xfer;      /* max_data_xfer_size the server advertises */
     bool no_mmap;
     bool no_p2p;            /* withhold VFIO_DEVICE_DATA_CAP_P2P */
+    bool no_devstate;       /* withhold the device-state regions */
     /*
      * Break the interface on purpose, to test QEMU's bounds (spec 5, 8):
      * big-set reports every data set after the first of a session as

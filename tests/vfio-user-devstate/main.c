@@ -152,7 +152,7 @@ int main(int argc, char **argv)
     gint fd = -1, mutate_rate = 1000, dma_rate = 1000, dma_pages = 256;
     gint64 dma_addr = 0x1000000;
     gboolean persist = FALSE, start = FALSE, no_mmap = FALSE;
-    gboolean verbose = FALSE, no_p2p = FALSE;
+    gboolean verbose = FALSE, no_p2p = FALSE, no_devstate = FALSE;
     g_autofree char *misbehave = NULL;
     GOptionEntry entries[] = {
         { "socket", 's', 0, G_OPTION_ARG_FILENAME, &socket_path,
@@ -176,6 +176,9 @@ int main(int argc, char **argv)
           "of 1M and --chunk-size)", "SIZE" },
         { "no-p2p", 0, 0, G_OPTION_ARG_NONE, &no_p2p,
           "Withhold VFIO_DEVICE_DATA_CAP_P2P (no P2P state)", NULL },
+        { "no-devstate", 0, 0, G_OPTION_ARG_NONE, &no_devstate,
+          "Withhold the device-state regions (no migration interface)",
+          NULL },
         { "misbehave", 0, 0, G_OPTION_ARG_STRING, &misbehave,
           "Break the interface on purpose, for tests of QEMU: big-set "
           "(a data set larger than the session's first) or endless-dirty "
@@ -264,6 +267,7 @@ int main(int argc, char **argv)
     }
     ds->no_mmap = no_mmap;
     ds->no_p2p = no_p2p;
+    ds->no_devstate = no_devstate;
     if (misbehave && !strcmp(misbehave, "big-set")) {
         ds->misbehave_big_set = true;
     } else if (misbehave && !strcmp(misbehave, "endless-dirty")) {

@@ -330,7 +330,7 @@ static int handle_region_info(VfuConn *c, VfuReply *r)
         struct vfio_region_sparse_mmap_area area;
     } sparse = { 0 };
     uint32_t index, argsz;
-    bool mmap;
+    bool mmap, devstate;
 
     if (c->len < sizeof(info) || get32(c, 0) < sizeof(info)) {
         return -EINVAL;
@@ -340,21 +340,24 @@ static int handle_region_info(VfuConn *c, VfuReply *r)
     if (index >= DEVSTATE_NUM_REGIONS) {
         return -EINVAL;
     }
+    /* With --no-devstate, the device-state regions are empty and untyped */
+    devstate = region_subtype[index] && !ds->no_devstate;
     info.argsz = sizeof(info);
     info.index = index;
-    info.size = ds->region_size[index];
+    info.size = devstate || !region_subtype[index] ?
+                ds->region_size[index] : 0;
     if (info.size) {
         info.flags = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
     }
-    mmap = ds->region_fd[index] >= 0 && !ds->no_mmap;
-    if (region_subtype[index]) {
+    mmap = info.size && ds->region_fd[index] >= 0 && !ds->no_mmap;
+    if (devstate) {
         info.argsz += sizeof(type) + (mmap ? sizeof(sparse) : 0);
     }
     if (argsz < info.argsz) {
         g_byte_array_append(r->data, (const guint8 *)&info, sizeof(info));
         return 0;
     }
-    if (region_subtype[index]) {
+    if (devstate) {
         info.flags |= VFIO_REGION_INFO_FLAG_CAPS;
         info.cap_offset = sizeof(info);
         type.header.id = VFIO_REGION_INFO_CAP_TYPE;
@@ -372,7 +375,7 @@ static int handle_region_info(VfuConn *c, VfuReply *r)
         r->fd = ds->region_fd[index];
     }
     g_byte_array_append(r->data, (const guint8 *)&info, sizeof(info));
-    if (region_subtype[index]) {
+    if (devstate) {
         g_byte_array_append(r->data, (const guint8 *)&type, sizeof(type));
     }
     if (mmap) {
