@@ -50,7 +50,7 @@ int vfio_ds_load_cleanup(void *opaque)
     if (!ds->load_done) {
         /*
          * The load failed or was cut short: reset the device, so that no
-         * partly loaded state ever runs (spec section 3).  The reset
+         * partly loaded state ever runs.  The reset
          * brings the device back to RUNNING (vfio_ds_reset).
          */
         trace_vfio_ds_load_abandoned(ds->name);
@@ -118,8 +118,8 @@ static int ds_load_header(QEMUFile *f, VFIODevstate *ds, Error **errp)
     }
     /*
      * The PCI IDs are informational: only the device's answer to the
-     * source's migration_version decides compatibility (spec section 8),
-     * which lets a newer device take an older one's state.
+     * source's migration_version decides compatibility, which lets a
+     * newer device take an older one's state.
      */
     vfio_ds_identity(ds, id);
     trace_vfio_ds_load_ids(name, src_id[0], src_id[1], src_id[2], src_id[3],
@@ -153,8 +153,8 @@ static int ds_load_header(QEMUFile *f, VFIODevstate *ds, Error **errp)
     }
     if (vlen) {
         /*
-         * Compatibility before any device data (spec section 7): the
-         * destination device judges the source's string.
+         * Compatibility before any device data: the destination device
+         * judges the source's string.
          */
         if (vlen + 1 > ds->version.size) {
             error_setg(errp, "%s: source migration_version '%s' does not "
@@ -240,7 +240,7 @@ static int ds_load_flush(VFIODevstate *ds, uint64_t len, Error **errp)
         ret = vfio_ds_region_rw(ds, &ds->memory, 0, ds->bounce, len, true,
                                 errp);
     }
-    /* The device advances its read-only pos itself (spec section 5). */
+    /* The device advances its read-only pos itself. */
     ret = ret ?: CTL_WRITE32(ds, device_memory.action,
                              VFIO_DEVICE_DATA_ACTION_SET_BUFFER, errp);
     if (!ret) {

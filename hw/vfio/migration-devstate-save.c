@@ -129,7 +129,7 @@ static int ds_open_set(VFIODevstate *ds, Error **errp)
     trace_vfio_ds_set_open(ds->name, ds->set_size);
     /*
      * The first data set of a session is the whole snapshot, and no later
-     * one may be larger (spec section 5): a device that says otherwise
+     * one may be larger: a device that says otherwise
      * would keep the migration looping.
      */
     if (!ds->first_set_read) {
@@ -182,7 +182,7 @@ static int ds_save_chunk(QEMUFile *f, VFIODevstate *ds, Error **errp)
         qemu_put_be32(f, ds->sets_sent);
         qemu_put_be64(f, ds->set_size);
     }
-    /* The device advances its read-only pos itself (spec section 5). */
+    /* The device advances its read-only pos itself. */
     ret = CTL_WRITE32(ds, device_memory.action,
                       VFIO_DEVICE_DATA_ACTION_GET_BUFFER, errp);
     if (!ret && !ds->memory.mmap) {
@@ -291,7 +291,7 @@ static int ds_fail(VFIODevstate *ds, int ret, Error *err)
 /*
  * A reset that QEMU did not see (an FLR handled by the kernel driver, say)
  * ends the logging session: the pages the device dirtied since are
- * unknown, so the migration cannot complete (spec section 3).  True, with
+ * unknown, so the migration cannot complete.  True, with
  * @errp set, when the device is no longer in the session.
  */
 static bool ds_session_lost(VFIODevstate *ds, Error **errp)
@@ -356,7 +356,7 @@ int vfio_ds_save_iterate(QEMUFile *f, void *opaque)
 /*
  * Drain the device memory of a stopped device: the rest of the open data
  * set, then the set opened in STOP|LOGGING; after that the device may
- * report nothing dirty (spec section 5), or it is broken.
+ * report nothing dirty, or it is broken.
  */
 static int ds_save_drain(QEMUFile *f, VFIODevstate *ds, Error **errp)
 {

@@ -308,8 +308,14 @@ void devstate_dev_init(Devstate *ds)
     g_mutex_init(&ds->lock);
     g_cond_init(&ds->cond);
     ds->nr_pages = ds->mem_size / DEVSTATE_PAGE_SIZE;
+    /*
+     * A device has its memory from the start: populate it, so that
+     * neither the mutator nor a load pays page faults a real device
+     * would not.
+     */
     ds->mem = mmap(NULL, ds->mem_size, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_POPULATE,
+                   -1, 0);
     if (ds->mem == MAP_FAILED) {
         g_error("cannot allocate %" G_GUINT64_FORMAT " bytes of device memory",
                 ds->mem_size);

@@ -99,7 +99,7 @@ typedef struct {
     bool no_p2p;            /* withhold VFIO_DEVICE_DATA_CAP_P2P */
     bool no_devstate;       /* withhold the device-state regions */
     /*
-     * Break the interface on purpose, to test QEMU's bounds (spec 5, 8):
+     * Break the interface on purpose, to test QEMU's bounds:
      * big-set reports every data set after the first of a session as
      * larger than that first one; endless-dirty keeps reporting dirty
      * memory in STOP|LOGGING.
