@@ -14,6 +14,8 @@ export EXTRA_CONFIGURE_ARGS="--enable-asan --enable-ubsan"
 "$TOP/tooling/build.sh" "$SERIES_TREE" qemu-system-x86_64 \
     tests/vfio-user-devstate/vfio-user-devstate \
     tests/vfio-user-devstate/devstate-client-test \
+    tests/vfio-user-devstate/devstate-fuzz \
+    tests/unit/vfio-devstate-stream-fuzz \
     tests/qtest/vfio-user-devstate-test \
     tests/qtest/vfio-devstate-migration-test
 # Leaks of QEMU at exit are not what this looks for; everything else is.

@@ -1024,8 +1024,8 @@ static GByteArray *save_mem_set(Client *c)
 
     g_assert_cmpint(ctl_read(c, CTL_MEM_SIZE, 8), ==, size);
     g_byte_array_set_size(set, size);
-    memset(set->data, 0, size);
     if (size) {
+        memset(set->data, 0, size);
         pos = ctl_read(c, CTL_MEM_POS, 8);
         g_assert_cmpint(pos % chunk, ==, 0);
         g_assert_cmpint(pos, <, size);
