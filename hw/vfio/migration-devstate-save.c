@@ -145,8 +145,6 @@ static int ds_open_set(VFIODevstate *ds, Error **errp)
     ds->set_pos = 0;
     ds->set_open = ds->set_size > 0;
     ds->last_set_size = ds->set_size;
-    /* What the device had pending is in this set now. */
-    ds->dev_pending -= MIN(ds->dev_pending, ds->set_size);
     if (ds->set_open) {
         ds->sets_sent++;
     }

@@ -330,7 +330,7 @@ static int handle_region_info(VfuConn *c, VfuReply *r)
         struct vfio_region_sparse_mmap_area area;
     } sparse = { 0 };
     uint32_t index, argsz;
-    bool mmap, devstate;
+    bool mmap, devstate, withheld;
 
     if (c->len < sizeof(info) || get32(c, 0) < sizeof(info)) {
         return -EINVAL;
@@ -341,11 +341,11 @@ static int handle_region_info(VfuConn *c, VfuReply *r)
         return -EINVAL;
     }
     /* With --no-devstate, the device-state regions are empty and untyped */
-    devstate = region_subtype[index] && !ds->no_devstate;
+    withheld = region_subtype[index] && ds->no_devstate;
+    devstate = region_subtype[index] && !withheld;
     info.argsz = sizeof(info);
     info.index = index;
-    info.size = devstate || !region_subtype[index] ?
-                ds->region_size[index] : 0;
+    info.size = withheld ? 0 : ds->region_size[index];
     if (info.size) {
         info.flags = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
     }
