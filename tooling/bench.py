@@ -4,7 +4,7 @@
 
 All migrations go from one QEMU to another on this host over a unix
 socket, one at a time, with max-bandwidth 0 (unlimited in this QEMU:
-RATE_LIMIT_DISABLED).  Four measures:
+RATE_LIMIT_DISABLED), but those of 9.  The measures:
 
  1. throughput: device memory of S bytes (small guest RAM) against guest
     RAM of S bytes of random content (tiny device memory), S = 256 MiB and
@@ -34,6 +34,12 @@ RATE_LIMIT_DISABLED).  Four measures:
  8. breakdown of one 1 GiB device-memory migration (mmapped, idle device):
     phases and per-chunk times from the source's and the destination's
     traces, CPU per thread from /proc/<pid>/task/*/stat.
+ 9. fairness under max-bandwidth (--fair-bandwidth): guest RAM of random
+    content (--fair-ram) and device memory (--fair-mem, mmapped, idle
+    device) in one migration at the default downtime limit, query-migrate
+    sampled every --fair-interval ms: the first byte of each, the RAM and
+    device shares of each quarter of the precopy phase, the longest time
+    one made no progress while the other did, each one's rate.
 
 NOTE: the source VMs run (no disk: SeaBIOS finds nothing to boot and
 idles) instead of being paused with -S: with a paused source the
@@ -80,8 +86,8 @@ def opts():
                    help='results directory (default .work/bench)')
     p.add_argument('--sizes', default='256M,1G',
                    help='sizes S for measure 1 (default 256M,1G)')
-    p.add_argument('--only', default='1,2,3,4,5,6,7,8',
-                   help='measures to run, e.g. 1,4 (default all: 1-8)')
+    p.add_argument('--only', default='1,2,3,4,5,6,7,8,9',
+                   help='measures to run, e.g. 1,4 (default all: 1-9)')
     p.add_argument('--repeat', type=int, default=3,
                    help='measure 1: runs per case, the median counts (3)')
     p.add_argument('--chunk-repeat', type=int, default=2,
@@ -108,6 +114,17 @@ def opts():
                    help='measure 7: device memory of each (default 256M)')
     p.add_argument('--breakdown-mem', default='1G',
                    help='measure 8: device memory (default 1G)')
+    p.add_argument('--fair-bandwidth', default='64M',
+                   help='measure 9: max-bandwidth, bytes per second '
+                   '(default 64M)')
+    p.add_argument('--fair-ram', default='256M',
+                   help='measure 9: guest RAM, random content (default '
+                   '256M)')
+    p.add_argument('--fair-mem', default='256M',
+                   help='measure 9: device memory (default 256M)')
+    p.add_argument('--fair-interval', type=int, default=100,
+                   help='measure 9: ms between query-migrate samples '
+                   '(default 100)')
     p.add_argument('--bitmap-rams', default='1G,4G',
                    help='measure 3: guest RAM sizes (default 1G,4G)')
     p.add_argument('--paused', action='store_true',
@@ -605,7 +622,7 @@ def measure_switchover(o, wd, results, bw_MBps):
                 for t, ev, a in after if ev == 'vfio_ds_set_open']
         config = int(re.search(r'config (\d+) bytes',
                                [a for t, ev, a in after
-                                if ev == 'vfio_ds_save_complete'][0]).group(1))
+                                if ev == 'vfio_ds_save_config'][0]).group(1))
         # Where the device's own section of the stop-and-copy begins.
         t_sec = next((t for t, ev, a in after if ev == 'savevm_section_start'
                       and 'vfio' in a), None)
@@ -1195,6 +1212,243 @@ def measure_breakdown(o, wd, results):
     return res
 
 
+def _interp(samples, t, k):
+    """Counter @k of [(t, ...)] samples at time t (linear in between)."""
+    prev = samples[0]
+    for s in samples:
+        if s['t'] >= t:
+            if s['t'] == prev['t']:
+                return s[k]
+            return prev[k] + (s[k] - prev[k]) * (t - prev['t']) / (s['t'] -
+                                                                   prev['t'])
+        prev = s
+    return samples[-1][k]
+
+
+def _shares(ram, dev):
+    tot = ram + dev
+    return {'ram_bytes': int(ram), 'dev_bytes': int(dev),
+            'ram_share': round(ram / tot, 3) if tot else None,
+            'dev_share': round(dev / tot, 3) if tot else None}
+
+
+def _stalls(pre, kind, other, left):
+    """The longest run of sample intervals in which @kind did not advance
+    while @other did: (ms, start s, the other's MB/s in it) over all such
+    runs, and over those in which @kind still had bytes to send (@left of
+    the interval's first sample > 0: it was starved, not done)."""
+    best = {'stall': (0.0, None, None), 'starve': (0.0, None, None)}
+    for key in best:
+        start = None
+        for a, b in zip(pre, pre[1:] + [None]):
+            hit = (b is not None and b[kind] == a[kind] and
+                   b[other] > a[other] and
+                   (key == 'stall' or left(a) > 0))
+            if hit and start is None:
+                start = a
+            elif not hit and start is not None:
+                ms = (a['t'] - start['t']) * 1000
+                if ms > best[key][0]:
+                    best[key] = (ms, start['t'], mbps(a[other] -
+                                                      start[other], ms))
+                start = None
+    out = {}
+    for key, (ms, t, rate) in best.items():
+        out['longest_%s_ms' % key] = round(ms)
+        out['longest_%s_at_s' % key] = round(t, 2) if t is not None else None
+        out['longest_%s_other_MBps' % key] = (round(rate, 1) if rate
+                                              else None)
+    return out
+
+
+def fairness_figures(samples, dev_mem):
+    """From query-migrate samples ({'t': s after the migrate command,
+    'status', 'ram': RAM page bytes, 'dev': device bytes, 'ram_left': RAM
+    remaining}): precopy = the migrate command to the last 'active'
+    sample; the first byte of each kind, each quarter's and the first
+    half's shares, each kind's longest stall (no progress while the other
+    progressed) and starvation (the same, while it still had bytes left;
+    the device's: its memory less what it sent, an idle device's first
+    data set being all of it), each kind's average rate."""
+    active = [s for s in samples if s['status'] == 'active']
+    if len(active) < 8:
+        raise RuntimeError('%d query-migrate samples in precopy, too few' %
+                           len(active))
+    t_end = active[-1]['t']
+    start = {'t': 0.0, 'status': 'start', 'ram': 0, 'dev': 0,
+             'ram_left': 1}
+    pre = [start] + [s for s in samples if s['t'] <= t_end]
+    res = {'samples': len(samples), 'samples_precopy': len(active),
+           'sample_interval_ms': round(
+               (pre[-1]['t'] - pre[1]['t']) * 1000 / max(1, len(pre) - 2),
+               1),
+           'precopy_ms': round(t_end * 1000)}
+    for k, name in (('ram', 'ram'), ('dev', 'dev')):
+        first = next((s for s in samples if s[k] > 0), None)
+        res['first_%s_byte_ms' % name] = (round(first['t'] * 1000)
+                                          if first else None)
+    q = [t_end * i / 4 for i in range(5)]
+    res['quarters'] = []
+    for a, b in zip(q, q[1:]):
+        x = _shares(_interp(pre, b, 'ram') - _interp(pre, a, 'ram'),
+                    _interp(pre, b, 'dev') - _interp(pre, a, 'dev'))
+        x['from_ms'], x['to_ms'] = round(a * 1000), round(b * 1000)
+        res['quarters'].append(x)
+    res['first_half'] = _shares(_interp(pre, q[2], 'ram'),
+                                _interp(pre, q[2], 'dev'))
+    h = res['first_half']
+    res['min_share_first_half'] = (min(h['ram_share'], h['dev_share'])
+                                   if h['ram_share'] is not None else None)
+    res['precopy'] = _shares(pre[-1]['ram'], pre[-1]['dev'])
+    last = samples[-1]
+    res['final'] = _shares(last['ram'], last['dev'])
+    tot = last['ram'] + last['dev']
+    res['precopied_share'] = (round((pre[-1]['ram'] + pre[-1]['dev']) / tot,
+                                    3) if tot else None)
+    res['dev'] = _stalls(pre, 'dev', 'ram', lambda s: dev_mem - s['dev'])
+    res['ram'] = _stalls(pre, 'ram', 'dev', lambda s: s['ram_left'])
+    for k in ('ram', 'dev'):
+        moving = [s for s in pre if 0 < s[k]]
+        t_a = next((p['t'] for p, s in zip(pre, pre[1:]) if s[k] > 0), None)
+        t_z = next((s['t'] for s in pre if s[k] == pre[-1][k]), None)
+        res[k]['MBps_precopy'] = round(mbps(pre[-1][k], t_end * 1000), 1)
+        # From the sample before its first byte to its last progress.
+        res[k]['MBps_while_sending'] = (round(mbps(
+            pre[-1][k], (t_z - t_a) * 1000), 1) if moving and t_z and
+            t_z > t_a else None)
+    res['max_stall_ms'] = max(res['dev']['longest_stall_ms'],
+                              res['ram']['longest_stall_ms'])
+    res['max_starve_ms'] = max(res['dev']['longest_starve_ms'],
+                               res['ram']['longest_starve_ms'])
+    res['starved'] = ('dev' if res['dev']['longest_starve_ms'] >
+                      res['ram']['longest_starve_ms'] else
+                      'ram' if res['ram']['longest_starve_ms'] else 'none')
+    return res
+
+
+def measure_fairness(o, wd, results):
+    bw, ram = lab.parse_size(o.fair_bandwidth), lab.parse_size(o.fair_ram)
+    mem = lab.parse_size(o.fair_mem)
+    log('== 9. fairness under max-bandwidth %d MiB/s: %d MiB random guest '
+        'RAM and %d MiB device memory (mmap, idle), downtime limit %d ms, '
+        'query-migrate every %d ms' % (bw >> 20, ram >> 20, mem >> 20,
+                                       DEFAULT_DOWNTIME_LIMIT,
+                                       o.fair_interval))
+    res = {'max_bandwidth': bw, 'guest_ram': ram, 'device_mem': mem,
+           'downtime_limit_ms': DEFAULT_DOWNTIME_LIMIT}
+    shm = '/dev/shm/vfio-bench-fair-%d.ram' % os.getpid()
+    run = Run(wd, 'fairness')
+    try:
+        fill_random(shm, ram)
+        run.start(ram, ['--mem-size', str(mem), '--mutate-rate', '0',
+                        '--dma-rate', '0'], mem_path=shm)
+        for m in (run.src, run.dst):
+            lab.set_caps(m, return_path=True, switchover_ack=True)
+        run.src.cmd('migrate-set-parameters', max_bandwidth=bw,
+                    downtime_limit=DEFAULT_DOWNTIME_LIMIT)
+        params = run.src.cmd('query-migrate-parameters')
+        if params.get('max-bandwidth') != bw:
+            raise RuntimeError('max-bandwidth is %r, not %d' %
+                               (params.get('max-bandwidth'), bw))
+        uri = 'unix:' + os.path.join(run.wd, 'migration.sock')
+        run.dst.cmd('migrate-incoming', uri=uri)
+        time.sleep(0.1)
+        # Three times what the bytes take at the limit, at least 30 s.
+        timeout = max(30.0, 3.0 * (ram + mem) / bw)
+        samples = []
+        t0 = time.time()
+        run.src.cmd('migrate', uri=uri)
+        while True:
+            ta = time.time()
+            info = run.src.cmd('query-migrate')
+            t = (ta + time.time()) / 2 - t0
+            r = info.get('ram', {})
+            # ram.transferred is the whole stream's (migration/
+            # migration.c: migration_transferred_bytes()), device memory
+            # with it: RAM's own are its pages, normal-bytes.
+            samples.append({'t': t, 'status': info.get('status'),
+                            'ram': r.get('normal-bytes', 0),
+                            'ram_left': r.get('remaining', 0),
+                            'stream': r.get('transferred', 0),
+                            'dev': info.get('vfio', {}).get('transferred',
+                                                            0)})
+            if info.get('status') in ('completed', 'failed', 'cancelled'):
+                break
+            if t > timeout:
+                run.src.cmd('migrate_cancel')
+                info['error-desc'] = 'timeout after %ds' % timeout
+                break
+            time.sleep(max(0.0, o.fair_interval / 1000.0 -
+                           (time.time() - ta)))
+        end = time.time() + 30
+        st = None
+        while time.time() < end:
+            try:
+                st = run.dst.cmd('query-migrate').get('status')
+            except Exception:   # pylint: disable=broad-except
+                st = 'exited'
+                break
+            if st in ('completed', 'failed'):
+                break
+            time.sleep(0.05)
+        res.update(status=info.get('status'), error=info.get('error-desc'),
+                   dst_status=st, total_ms=info.get('total-time', 0),
+                   setup_ms=info.get('setup-time', 0),
+                   downtime_ms=info.get('downtime', 0),
+                   stream_bytes=info.get('ram', {}).get('transferred', 0),
+                   ram_bytes=info.get('ram', {}).get('normal-bytes', 0),
+                   vfio_bytes=info.get('vfio', {}).get('transferred', 0))
+        res['ok'] = res['status'] == 'completed' and st == 'completed'
+        if res['ok']:
+            res['digest_ok'] = run.digests()[0]
+            res['ram_sample_ok'] = ram_equal(run, ram)
+        res['MBps_all'] = mbps(res['stream_bytes'], res['total_ms'])
+        res.update(fairness_figures(samples, mem))
+        res['trace'] = [[round(s['t'], 3), s['status'], s['ram'], s['dev'],
+                         s['ram_left']] for s in samples]
+    except Exception as e:      # pylint: disable=broad-except
+        res.update(ok=False, error='%s: %s' % (type(e).__name__, e))
+    finally:
+        run.stop()
+        if os.path.exists(shm):
+            os.unlink(shm)
+    # Starving is a result; a failed migration or check is not.
+    res['valid'] = bool(res.get('ok') and res.get('digest_ok') and
+                        res.get('ram_sample_ok') and
+                        res.get('quarters') is not None)
+    if res.get('quarters') is not None:
+        log('  %s; %s' % (fairness_line(res), 'ok' if res['valid'] else
+                          'FAILED %s' % (res.get('error') or
+                                         'integrity check')))
+    else:
+        log('  FAILED: %s' % res.get('error'))
+    results['fairness'] = res
+    return res
+
+
+def fairness_line(f):
+    return ('%s in %s ms (precopy %s ms, %s of the bytes; downtime %s ms), '
+            '%.0f MB/s; first byte: RAM %s ms, device %s ms; RAM share per '
+            'quarter %s; first half: min share %s; longest starvation (no '
+            'progress, bytes left, the other moving): device %s ms at %s s, '
+            'RAM %s ms at %s s; without "bytes left": device %s ms, RAM %s '
+            'ms; precopy MB/s RAM %s, device %s (while sending %s, %s)' %
+            (f.get('status'), f.get('total_ms'), f.get('precopy_ms'),
+             fmt(f.get('precopied_share')), f.get('downtime_ms'),
+             f.get('MBps_all', 0), f.get('first_ram_byte_ms'),
+             f.get('first_dev_byte_ms'),
+             '/'.join(fmt(x['ram_share']) for x in f['quarters']),
+             fmt(f.get('min_share_first_half'), '%.3f'),
+             f['dev']['longest_starve_ms'],
+             fmt(f['dev']['longest_starve_at_s']),
+             f['ram']['longest_starve_ms'],
+             fmt(f['ram']['longest_starve_at_s']),
+             f['dev']['longest_stall_ms'], f['ram']['longest_stall_ms'],
+             f['ram']['MBps_precopy'], f['dev']['MBps_precopy'],
+             f['ram']['MBps_while_sending'],
+             f['dev']['MBps_while_sending']))
+
+
 def plot_chunks(chunks, path):
     import matplotlib       # pylint: disable=import-outside-toplevel
     matplotlib.use('Agg')
@@ -1229,9 +1483,9 @@ def main():
     if o.limit_mutate_rate is None:
         o.limit_mutate_rate = o.mutate_rate
     only = set(o.only.split(','))
-    unknown = only - set('12345678')
+    unknown = only - set('123456789')
     if unknown:
-        sys.exit('bench: --only: no measure %s (1-8)' % ','.join(
+        sys.exit('bench: --only: no measure %s (1-9)' % ','.join(
             sorted(unknown)))
     os.makedirs(o.out, exist_ok=True)
     wd = lab.workdir()
@@ -1292,6 +1546,9 @@ def main():
         if '8' in only:
             if not measure_breakdown(o, wd, results)['valid']:
                 failed.append('breakdown')
+        if '9' in only:
+            if not measure_fairness(o, wd, results)['valid']:
+                failed.append('fairness')
     finally:
         results['elapsed_s'] = round(time.time() - t0, 1)
         if build_id().split()[1:] != build.split()[1:]:
@@ -1395,6 +1652,12 @@ def print_table(r):
     b8 = r.get('breakdown')
     if b8 and b8.get('threads') is not None:
         print_breakdown(b8)
+    f9 = r.get('fairness')
+    if f9:
+        log('%-28s %s' % ('9. fairness at %d MiB/s' %
+                          (f9['max_bandwidth'] >> 20),
+                          fairness_line(f9) if f9.get('quarters') is not None
+                          else 'FAIL: %s' % f9.get('error')))
     tp = r.get('throughput', {})
     fields = []
     for name, case in tp.items():
@@ -1433,6 +1696,11 @@ def print_table(r):
     for k, b in bm.items():
         line += ' bitmap_us_per_GiB_sync_%s=%s' % (
             k, fmt(b.get('us_per_GiB_per_sync'), '%.1f'))
+    f9 = r.get('fairness') or {}
+    if f9:
+        line += ' fair_min_share=%s fair_max_starve_ms=%s' % (
+            fmt(f9.get('min_share_first_half'), '%.3f'),
+            f9.get('max_starve_ms', 'n/a'))
     line += ' failed=%s elapsed_s=%s' % (','.join(r['failed']) or 'none',
                                          r['elapsed_s'])
     log(line)

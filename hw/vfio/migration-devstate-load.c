@@ -18,18 +18,16 @@
 #include "migration/options.h"
 #include "qapi/error.h"
 #include "migration-devstate.h"
+#include "migration-multifd.h"
 #include "trace.h"
 
 int vfio_ds_load_setup(QEMUFile *f, void *opaque, Error **errp)
 {
     VFIODevstate *ds = vfio_ds_of(opaque);
 
-    if (ds->vbasedev->migration_multifd_transfer == ON_OFF_AUTO_ON) {
-        error_setg(errp, "%s: x-migration-multifd-transfer=on is not "
-                   "supported by device-state migration", ds->name);
-        return -EOPNOTSUPP;
+    if (!vfio_multifd_setup(ds->vbasedev, true, errp)) {
+        return -EINVAL;
     }
-
     ds->incoming = true;
     ds->load_failed = false;
     ds->header_loaded = false;
@@ -46,6 +44,8 @@ int vfio_ds_load_cleanup(void *opaque)
 {
     VFIODevstate *ds = vfio_ds_of(opaque);
 
+    /* Stops the load thread, if it still runs. */
+    vfio_multifd_cleanup(ds->vbasedev);
     vfio_ds_bounce_free(ds);
     if (!ds->load_done) {
         /*
@@ -400,70 +400,137 @@ static int ds_load_pci_config(QEMUFile *f, VFIODevstate *ds, Error **errp)
     return 0;
 }
 
-int vfio_ds_load_state(QEMUFile *f, void *opaque, int version_id)
+/*
+ * Which records may come where: all of them on the main channel; with
+ * multifd transfer the stop-and-copy state comes in buffers on the
+ * multifd channels instead, the data sets' chunks first and in the last
+ * buffer the device config and the PCI config.
+ */
+static bool ds_record_allowed(VFIODevstate *ds, VFIODevstateInput in,
+                              uint64_t tag)
 {
-    VFIODevstate *ds = vfio_ds_of(opaque);
+    bool multifd = vfio_multifd_transfer_enabled(ds->vbasedev);
+
+    switch (tag) {
+    case VFIO_DS_FLAG_HEADER:
+        return in == VFIO_DS_IN_MAIN;
+    case VFIO_DS_FLAG_MEM_SET:
+    case VFIO_DS_FLAG_MEM_CHUNK:
+        return in != VFIO_DS_IN_MULTIFD_CONFIG;
+    case VFIO_DS_FLAG_DEV_CONFIG:
+    case VFIO_DS_FLAG_PCI_CONFIG:
+        return in == (multifd ? VFIO_DS_IN_MULTIFD_CONFIG : VFIO_DS_IN_MAIN);
+    default:
+        return true;            /* refused as unknown */
+    }
+}
+
+static const char *ds_input_str(VFIODevstateInput in)
+{
+    switch (in) {
+    case VFIO_DS_IN_MAIN:
+        return "the main migration channel";
+    case VFIO_DS_IN_MULTIFD_DATA:
+        return "a multifd device state buffer";
+    default:
+        return "the last multifd device state buffer";
+    }
+}
+
+/* Load the records of @f up to END_OF_STATE. */
+int vfio_ds_load_records(QEMUFile *f, VFIODevstate *ds, VFIODevstateInput in,
+                         Error **errp)
+{
     const char *name = ds->name;
-    Error *err = NULL;
     int ret = 0;
 
-    if (version_id != 1) {
-        error_setg(&err, "%s: device-state section version %d, expected 1",
-                   name, version_id);
-        qemu_file_set_error_obj(f, -EINVAL, err);
-        return -EINVAL;
-    }
     while (!ret) {
         uint64_t tag = qemu_get_be64(f);
 
         ret = qemu_file_get_error(f);
         if (ret) {
-            error_setg_errno(&err, -ret, "%s: truncated device-state section",
-                             name);
-            break;
+            error_setg_errno(errp, -ret, "%s: truncated device-state %s",
+                             name, in == VFIO_DS_IN_MAIN ? "section" :
+                             "buffer");
+            return ret;
         }
         trace_vfio_ds_load_tag(name, tag);
         if (tag == VFIO_MIG_FLAG_END_OF_STATE) {
             return 0;
         }
+        if (tag == VFIO_MIG_FLAG_DEV_CONFIG_LOAD_READY &&
+            in == VFIO_DS_IN_MAIN) {
+            /* Lets the load thread load the config (it reports errors). */
+            ret = vfio_load_state_config_load_ready(ds->vbasedev);
+            if (ret) {
+                error_setg(errp, "%s: unexpected DEV_CONFIG_LOAD_READY",
+                           name);
+            }
+            return ret;
+        }
         if (tag != VFIO_DS_FLAG_HEADER && !ds->header_loaded) {
-            error_setg(&err, "%s: device-state data 0x%" PRIx64 " before the "
+            error_setg(errp, "%s: device-state data 0x%" PRIx64 " before the "
                        "header", name, tag);
-            ret = -EINVAL;
-            break;
+            return -EINVAL;
         }
         if (ds->load_done) {
-            error_setg(&err, "%s: device-state data 0x%" PRIx64 " after the "
+            error_setg(errp, "%s: device-state data 0x%" PRIx64 " after the "
                        "end of the device state", name, tag);
-            ret = -EINVAL;
-            break;
+            return -EINVAL;
+        }
+        if (!ds_record_allowed(ds, in, tag)) {
+            error_setg(errp, "%s: device-state data 0x%" PRIx64 " in %s, "
+                       "with multifd transfer %s", name, tag,
+                       ds_input_str(in),
+                       vfio_multifd_transfer_enabled(ds->vbasedev) ?
+                       "on" : "off");
+            return -EINVAL;
         }
         switch (tag) {
         case VFIO_DS_FLAG_HEADER:
-            ret = ds_load_header(f, ds, &err);
+            ret = ds_load_header(f, ds, errp);
             break;
         case VFIO_DS_FLAG_MEM_SET:
-            ret = ds_load_set(f, ds, &err);
+            ret = ds_load_set(f, ds, errp);
             break;
         case VFIO_DS_FLAG_MEM_CHUNK:
-            ret = ds_load_chunk(f, ds, &err);
+            ret = ds_load_chunk(f, ds, errp);
             break;
         case VFIO_DS_FLAG_DEV_CONFIG:
-            ret = ds_load_config(f, ds, &err);
+            ret = ds_load_config(f, ds, errp);
             break;
         case VFIO_DS_FLAG_PCI_CONFIG:
-            ret = ds_load_pci_config(f, ds, &err);
+            ret = ds_load_pci_config(f, ds, errp);
             break;
         default:
-            error_setg(&err, "%s: unknown device-state tag 0x%" PRIx64, name,
+            error_setg(errp, "%s: unknown device-state tag 0x%" PRIx64, name,
                        tag);
             ret = -EINVAL;
         }
     }
+    return ret;
+}
+
+int vfio_ds_load_state(QEMUFile *f, void *opaque, int version_id)
+{
+    VFIODevstate *ds = vfio_ds_of(opaque);
+    Error *err = NULL;
+    int ret;
+
+    if (version_id != 1) {
+        error_setg(&err, "%s: device-state section version %d, expected 1",
+                   ds->name, version_id);
+        qemu_file_set_error_obj(f, -EINVAL, err);
+        return -EINVAL;
+    }
+    ret = vfio_ds_load_records(f, ds, VFIO_DS_IN_MAIN, &err);
+    if (!ret) {
+        return 0;
+    }
     if (!err) {
         /* qemu_loadvm_approve_switchover() failed */
         error_setg_errno(&err, -ret, "%s: cannot approve the switchover",
-                         name);
+                         ds->name);
     }
     /* The core reports it with the failed migration (query-migrate). */
     qemu_file_set_error_obj(f, ret, err);

@@ -19,6 +19,7 @@
 #include "migration/options.h"
 #include "qapi/error.h"
 #include "migration-devstate.h"
+#include "migration-multifd.h"
 #include "trace.h"
 
 /* Bounds of one precopy iteration, so that RAM gets its turn too. */
@@ -57,9 +58,12 @@ int vfio_ds_save_prepare(void *opaque, Error **errp)
                    "postcopy nor background snapshot", ds->name);
         return -EOPNOTSUPP;
     }
-    if (vbasedev->migration_multifd_transfer == ON_OFF_AUTO_ON) {
-        error_setg(errp, "%s: x-migration-multifd-transfer=on is not "
-                   "supported by device-state migration", ds->name);
+    if (vbasedev->migration_multifd_transfer == ON_OFF_AUTO_ON &&
+        !vfio_multifd_transfer_supported()) {
+        error_setg(errp, "%s: x-migration-multifd-transfer=on, but this "
+                   "migration cannot move device state over multifd "
+                   "channels (that needs multifd without compression or "
+                   "mapped-ram, and switchover-start)", ds->name);
         return -EOPNOTSUPP;
     }
     return 0;
@@ -72,6 +76,9 @@ int vfio_ds_save_setup(QEMUFile *f, void *opaque, Error **errp)
     uint16_t id[4];
     int i, ret;
 
+    if (!vfio_multifd_setup(ds->vbasedev, false, errp)) {
+        return -EINVAL;
+    }
     ds->set_open = false;
     ds->put_pending = false;
     ds->last_set_size = 0;
@@ -165,10 +172,42 @@ static int ds_put_flush(QEMUFile *f, VFIODevstate *ds)
     return qemu_file_get_error(f);
 }
 
+/*
+ * Have the device put the next chunk of the open data set in its data
+ * region, and copy it to @buf unless @buf is NULL; *@len is its size.
+ */
+int vfio_ds_get_chunk(VFIODevstate *ds, void *buf, uint64_t *len,
+                      Error **errp)
+{
+    int ret;
+
+    *len = MIN(ds->memory.size, ds->set_size - ds->set_pos);
+    /* The device advances its read-only pos itself. */
+    ret = CTL_WRITE32(ds, device_memory.action,
+                      VFIO_DEVICE_DATA_ACTION_GET_BUFFER, errp);
+    if (!ret && buf) {
+        ret = vfio_ds_region_rw(ds, &ds->memory, 0, buf, *len, false, errp);
+    }
+    if (!ret) {
+        trace_vfio_ds_save_chunk(ds->name, ds->set_pos, *len);
+    }
+    return ret;
+}
+
+/* The chunk that vfio_ds_get_chunk() returned is in the stream. */
+void vfio_ds_chunk_sent(VFIODevstate *ds, uint64_t len)
+{
+    vfio_migration_add_bytes_transferred(len);
+    ds->set_pos += len;
+    if (ds->set_pos == ds->set_size) {
+        ds->set_open = false;
+    }
+}
+
 static int ds_save_chunk(QEMUFile *f, VFIODevstate *ds, Error **errp)
 {
-    uint64_t len = MIN(ds->memory.size, ds->set_size - ds->set_pos);
     void *buf = ds->memory.mmap ?: ds->bounce;
+    uint64_t len;
     int ret = ds_put_flush(f, ds);
 
     if (ret) {
@@ -180,26 +219,16 @@ static int ds_save_chunk(QEMUFile *f, VFIODevstate *ds, Error **errp)
         qemu_put_be32(f, ds->sets_sent);
         qemu_put_be64(f, ds->set_size);
     }
-    /* The device advances its read-only pos itself. */
-    ret = CTL_WRITE32(ds, device_memory.action,
-                      VFIO_DEVICE_DATA_ACTION_GET_BUFFER, errp);
-    if (!ret && !ds->memory.mmap) {
-        ret = vfio_ds_region_rw(ds, &ds->memory, 0, buf, len, false, errp);
-    }
+    ret = vfio_ds_get_chunk(ds, ds->memory.mmap ? NULL : buf, &len, errp);
     if (ret) {
         return ret;
     }
-    trace_vfio_ds_save_chunk(ds->name, ds->set_pos, len);
     qemu_put_be64(f, VFIO_DS_FLAG_MEM_CHUNK);
     qemu_put_be64(f, ds->set_pos);
     qemu_put_be64(f, len);
     qemu_put_buffer_async(f, buf, len, false);
     ds->put_pending = true;
-    vfio_migration_add_bytes_transferred(len);
-    ds->set_pos += len;
-    if (ds->set_pos == ds->set_size) {
-        ds->set_open = false;
-    }
+    vfio_ds_chunk_sent(ds, len);
     return qemu_file_get_error(f);
 }
 
@@ -352,76 +381,78 @@ int vfio_ds_save_iterate(QEMUFile *f, void *opaque)
 }
 
 /*
- * Drain the device memory of a stopped device: the rest of the open data
- * set, then the set opened in STOP|LOGGING; after that the device may
- * report nothing dirty, or it is broken.
+ * Stop-and-copy starts: the device must still be in the logging session,
+ * and stopped (the VM stop does that, unless the VM was not running).
  */
-static int ds_save_drain(QEMUFile *f, VFIODevstate *ds, Error **errp)
+int vfio_ds_complete_start(VFIODevstate *ds, Error **errp)
 {
-    bool opened_stopped = false;
-    int ret;
-
-    while (ds->caps & VFIO_DEVICE_DATA_CAP_DEVICE_MEMORY) {
-        if (!ds->set_open) {
-            ret = ds_open_set(ds, errp);
-            if (ret) {
-                return ret;
-            }
-            if (!ds->set_open) {
-                break;
-            }
-            if (opened_stopped) {
-                error_setg(errp, "%s: stopped device still reports %" PRIu64
-                           " bytes of dirty device memory after its final "
-                           "data set", ds->name, ds->set_size);
-                return -EIO;
-            }
-            opened_stopped = true;
-        }
-        ret = ds_save_chunk(f, ds, errp);
-        if (ret) {
-            return ret;
-        }
+    if (ds->save_err) {
+        error_propagate(errp, error_copy(ds->save_err));
+        return -EIO;
     }
-    return ds_put_flush(f, ds);
+    if (ds_session_lost(ds, errp)) {
+        return -EIO;
+    }
+    if (!(ds->state & VFIO_DEVICE_DATA_STATE_STOP)) {
+        return vfio_ds_set_state(ds, DS_STATE_STOP_LOGGING, errp);
+    }
+    return 0;
 }
 
-int vfio_ds_save_complete(QEMUFile *f, void *opaque)
+/*
+ * Draining the device memory of a stopped device: the rest of the open
+ * data set, then the set opened in STOP|LOGGING; after that the device
+ * may report nothing dirty, or it is broken.  Returns 1 while a data set
+ * is open, with a chunk to send, 0 once drained.
+ */
+int vfio_ds_drain_next(VFIODevstate *ds, bool *opened_stopped, Error **errp)
 {
-    VFIODevstate *ds = vfio_ds_of(opaque);
-    Error *err = NULL;
-    uint64_t size;
-    int ret = 0;
+    int ret;
 
-    if (ds->save_err) {
-        return ds_fail(ds, -EIO, error_copy(ds->save_err));
+    if (!(ds->caps & VFIO_DEVICE_DATA_CAP_DEVICE_MEMORY)) {
+        return 0;
     }
-    if (ds_session_lost(ds, &err)) {
-        return ds_fail(ds, -EIO, err);
+    if (ds->set_open) {
+        return 1;
     }
-    /* The device is stopped (by the VM stop): drain what it still has. */
-    if (!(ds->state & VFIO_DEVICE_DATA_STATE_STOP)) {
-        ret = vfio_ds_set_state(ds, DS_STATE_STOP_LOGGING, &err);
-        if (ret) {
-            return ds_fail(ds, ret, err);
-        }
+    ret = ds_open_set(ds, errp);
+    if (ret) {
+        return ret;
     }
-    ret = ds_save_drain(f, ds, &err);
-    ret = ret ?: CTL_WRITE32(ds, device_config.action,
-                             VFIO_DEVICE_DATA_ACTION_GET_BUFFER, &err);
-    ret = ret ?: CTL_READ64(ds, device_config.size, &size, &err);
+    if (!ds->set_open) {
+        return 0;
+    }
+    if (*opened_stopped) {
+        error_setg(errp, "%s: stopped device still reports %" PRIu64
+                   " bytes of dirty device memory after its final "
+                   "data set", ds->name, ds->set_size);
+        return -EIO;
+    }
+    *opened_stopped = true;
+    return 1;
+}
+
+/* The device config of a stopped device, which ends its data sets. */
+int vfio_ds_put_config(QEMUFile *f, VFIODevstate *ds, Error **errp)
+{
+    uint64_t size;
+    int ret;
+
+    ret = CTL_WRITE32(ds, device_config.action,
+                      VFIO_DEVICE_DATA_ACTION_GET_BUFFER, errp);
+    ret = ret ?: CTL_READ64(ds, device_config.size, &size, errp);
     if (!ret && (size == 0 || size > ds->config.size)) {
-        error_setg(&err, "%s: device-state config size %" PRIu64 " is out of "
-                   "range (1 to %" PRIu64 ")", ds->name, size,
+        error_setg(errp, "%s: device-state config size %" PRIu64 " is out "
+                   "of range (1 to %" PRIu64 ")", ds->name, size,
                    ds->config.size);
         ret = -EINVAL;
     }
     if (!ret && !ds->config.mmap) {
         ret = vfio_ds_region_rw(ds, &ds->config, 0, ds->bounce, size, false,
-                                &err);
+                                errp);
     }
     if (ret) {
-        return ds_fail(ds, ret, err);
+        return ret;
     }
     trace_vfio_ds_save_config(ds->name, size);
     qemu_put_be64(f, VFIO_DS_FLAG_DEV_CONFIG);
@@ -429,6 +460,48 @@ int vfio_ds_save_complete(QEMUFile *f, void *opaque)
     qemu_put_be64(f, size);
     qemu_put_buffer(f, ds->config.mmap ?: ds->bounce, size);
     vfio_migration_add_bytes_transferred(size);
+    return 0;
+}
+
+/* The PCI config (MSI/MSI-X state), which ends the device's state. */
+int vfio_ds_put_pci_config(QEMUFile *f, VFIODevstate *ds, Error **errp)
+{
+    VFIODevice *vbasedev = ds->vbasedev;
+    int ret;
+
+    if (!vbasedev->ops->vfio_save_config) {
+        return 0;
+    }
+    qemu_put_be64(f, VFIO_DS_FLAG_PCI_CONFIG);
+    ret = vbasedev->ops->vfio_save_config(vbasedev, f, errp);
+    if (ret) {
+        error_prepend(errp, "%s: failed to save PCI config: ", ds->name);
+    }
+    return ret;
+}
+
+int vfio_ds_save_complete(QEMUFile *f, void *opaque)
+{
+    VFIODevstate *ds = vfio_ds_of(opaque);
+    bool opened_stopped = false;
+    Error *err = NULL;
+    int ret;
+
+    /* The save thread sends the state on a multifd channel. */
+    if (vfio_multifd_transfer_enabled(ds->vbasedev)) {
+        vfio_multifd_emit_dummy_eos(ds->vbasedev, f);
+        return 0;
+    }
+    ret = vfio_ds_complete_start(ds, &err);
+    while (!ret && (ret = vfio_ds_drain_next(ds, &opened_stopped,
+                                             &err)) > 0) {
+        ret = ds_save_chunk(f, ds, &err);
+    }
+    ret = ret ?: ds_put_flush(f, ds);
+    ret = ret ?: vfio_ds_put_config(f, ds, &err);
+    if (ret) {
+        return ds_fail(ds, ret, err);
+    }
     qemu_put_be64(f, VFIO_MIG_FLAG_END_OF_STATE);
 
     /*
@@ -439,7 +512,7 @@ int vfio_ds_save_complete(QEMUFile *f, void *opaque)
     if (ret) {
         return ds_fail(ds, ret, err);
     }
-    trace_vfio_ds_save_complete(ds->name, size);
+    trace_vfio_ds_save_complete(ds->name);
     return qemu_file_get_error(f);
 }
 
@@ -447,6 +520,11 @@ int vfio_ds_save_complete(QEMUFile *f, void *opaque)
  * The PCI config (MSI/MSI-X state) goes in the non-iterable part, as the
  * v2 backend's does, so that the destination restores it after the
  * interrupt controllers it refers to.
+ *
+ * With multifd transfer the save thread has sent it, after the device
+ * config, and the save threads are done by now.  So are the iterable
+ * sections, and with them RAM's final dirty-bitmap sync: the logging
+ * session ends here, where a failure still fails the migration.
  */
 void vfio_ds_save_state(QEMUFile *f, void *opaque)
 {
@@ -455,16 +533,26 @@ void vfio_ds_save_state(QEMUFile *f, void *opaque)
     Error *err = NULL;
     int ret;
 
-    if (vbasedev->ops->vfio_save_config) {
-        qemu_put_be64(f, VFIO_DS_FLAG_PCI_CONFIG);
-        ret = vbasedev->ops->vfio_save_config(vbasedev, f, &err);
+    if (vfio_multifd_transfer_enabled(vbasedev)) {
+        ret = vfio_ds_set_logging(ds, false, &err);
         if (ret) {
-            error_prepend(&err, "%s: failed to save PCI config: ",
-                          ds->name);
             ds_fail(ds, ret, err);
             qemu_file_set_error(f, ret);
             return;
         }
+        trace_vfio_ds_save_complete(ds->name);
+        if (vfio_load_config_after_iter(vbasedev)) {
+            qemu_put_be64(f, VFIO_MIG_FLAG_DEV_CONFIG_LOAD_READY);
+        } else {
+            vfio_multifd_emit_dummy_eos(vbasedev, f);
+        }
+        return;
+    }
+    ret = vfio_ds_put_pci_config(f, ds, &err);
+    if (ret) {
+        ds_fail(ds, ret, err);
+        qemu_file_set_error(f, ret);
+        return;
     }
     qemu_put_be64(f, VFIO_MIG_FLAG_END_OF_STATE);
 }
@@ -481,5 +569,6 @@ void vfio_ds_save_cleanup(void *opaque)
     error_free(ds->save_err);
     ds->save_err = NULL;
     vfio_ds_bounce_free(ds);
+    vfio_multifd_cleanup(ds->vbasedev);
 }
 

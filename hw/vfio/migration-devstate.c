@@ -31,6 +31,7 @@
 #include "vfio-migration-internal.h"
 #include "vfio-helpers.h"
 #include "migration-devstate.h"
+#include "migration-multifd.h"
 #include "trace.h"
 
 /* The uAPI struct is naturally aligned; check its layout. */
@@ -734,6 +735,9 @@ static const SaveVMHandlers vfio_ds_savevm_handlers = {
     .load_cleanup = vfio_ds_load_cleanup,
     .load_state = vfio_ds_load_state,
     .switchover_ack_needed = vfio_ds_switchover_ack_needed,
+    .save_complete_precopy_thread = vfio_ds_save_complete_precopy_thread,
+    .load_state_buffer = vfio_multifd_load_state_buffer,
+    .switchover_start = vfio_ds_switchover_start,
 };
 
 const VFIOMigrationOps vfio_devstate_migration_ops = {
@@ -745,5 +749,6 @@ const VFIOMigrationOps vfio_devstate_migration_ops = {
     .precopy_failed = vfio_ds_precopy_failed,
     .reset = vfio_ds_reset,
     .query_dirty_bitmap = vfio_ds_query_dirty_bitmap,
+    .multifd_load_buffer = vfio_ds_multifd_load_buffer,
 };
 

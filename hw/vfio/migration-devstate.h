@@ -12,6 +12,7 @@
 #include <linux/vfio.h>
 #include "qemu/units.h"
 #include "hw/vfio/vfio-device.h"
+#include "migration/misc.h"
 #include "vfio-migration-internal.h"
 
 /*
@@ -119,6 +120,13 @@ int vfio_ds_set_logging(VFIODevstate *ds, bool on, Error **errp);
 
 /* migration-devstate-save.c */
 void vfio_ds_identity(VFIODevstate *ds, uint16_t id[4]);
+int vfio_ds_get_chunk(VFIODevstate *ds, void *buf, uint64_t *len,
+                      Error **errp);
+void vfio_ds_chunk_sent(VFIODevstate *ds, uint64_t len);
+int vfio_ds_complete_start(VFIODevstate *ds, Error **errp);
+int vfio_ds_drain_next(VFIODevstate *ds, bool *opened_stopped, Error **errp);
+int vfio_ds_put_config(QEMUFile *f, VFIODevstate *ds, Error **errp);
+int vfio_ds_put_pci_config(QEMUFile *f, VFIODevstate *ds, Error **errp);
 int vfio_ds_save_prepare(void *opaque, Error **errp);
 int vfio_ds_save_setup(QEMUFile *f, void *opaque, Error **errp);
 void vfio_ds_save_cleanup(void *opaque);
@@ -132,9 +140,24 @@ int vfio_ds_save_complete(QEMUFile *f, void *opaque);
 void vfio_ds_save_state(QEMUFile *f, void *opaque);
 
 /* migration-devstate-load.c */
+typedef enum VFIODevstateInput {
+    VFIO_DS_IN_MAIN,            /* a section on the main channel */
+    VFIO_DS_IN_MULTIFD_DATA,    /* a multifd buffer: data set chunks */
+    VFIO_DS_IN_MULTIFD_CONFIG,  /* the last one: the configs */
+} VFIODevstateInput;
+
+int vfio_ds_load_records(QEMUFile *f, VFIODevstate *ds, VFIODevstateInput in,
+                         Error **errp);
 int vfio_ds_load_setup(QEMUFile *f, void *opaque, Error **errp);
 int vfio_ds_load_cleanup(void *opaque);
 int vfio_ds_load_state(QEMUFile *f, void *opaque, int version_id);
 bool vfio_ds_switchover_ack_needed(void *opaque);
+
+/* migration-devstate-multifd.c */
+bool vfio_ds_save_complete_precopy_thread(SaveCompletePrecopyThreadData *d,
+                                          Error **errp);
+int vfio_ds_switchover_start(void *opaque);
+bool vfio_ds_multifd_load_buffer(VFIODevice *vbasedev, char *data, size_t len,
+                                 bool config, Error **errp);
 
 #endif /* HW_VFIO_MIGRATION_DEVSTATE_H */

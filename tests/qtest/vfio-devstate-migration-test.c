@@ -70,11 +70,35 @@ static const char *machine_opts(void)
         "-machine memory-backend=mem";
 }
 
+/*
+ * Options of every VM that a multifd case starts: the multifd capability,
+ * and the device's stop-and-copy state over the multifd channels ("on":
+ * the migration fails if the device cannot).
+ */
+static const char *vm_extra = "";
+
+static const char *multifd_opts(void)
+{
+    return kernel_mode() ?
+        "-global migration.x-multifd=on "
+        "-global vfio-pci.x-migration-multifd-transfer=on" :
+        "-global migration.x-multifd=on "
+        "-global vfio-user-pci.x-migration-multifd-transfer=on";
+}
+
+/* Run @fn(@data) with multifd device state transfer on all VMs */
+static void with_multifd(void (*fn)(const void *), const void *data)
+{
+    vm_extra = multifd_opts();
+    fn(data);
+    vm_extra = "";
+}
+
 static QTestState *start_vm(DevstateServer *srv, const char *extra)
 {
     g_autofree char *dev = devstate_server_device(srv, "dev0");
 
-    return qtest_initf("%s -device %s %s", machine_opts(), dev,
+    return qtest_initf("%s -device %s %s %s", machine_opts(), dev, vm_extra,
                        extra ? extra : "");
 }
 
@@ -396,6 +420,25 @@ static void test_live_nommap(void)
     do_live(false, NULL);
 }
 
+static void do_live_multifd(const void *mmap)
+{
+    do_live(mmap != NULL, NULL);
+}
+
+/*
+ * The same with the stop-and-copy state on the multifd channels: the
+ * same digests, the same guest RAM, the same arcs.
+ */
+static void test_live_multifd(void)
+{
+    with_multifd(do_live_multifd, "mmap");
+}
+
+static void test_live_multifd_nommap(void)
+{
+    with_multifd(do_live_multifd, NULL);
+}
+
 /*
  * Servers that negotiate a smaller or a larger max_data_xfer_size than
  * the 1 MiB data regions: QEMU's region accesses follow the transport.
@@ -714,7 +757,7 @@ static void test_reset_behind_qemu(void)
     mig_end(&m);
 }
 
-static void test_fault(const void *opaque)
+static void do_fault(const void *opaque)
 {
     const FaultCase *fc = opaque;
     Mig m = { 0 };
@@ -748,6 +791,17 @@ static void test_fault(const void *opaque)
         assert_source_recovered(&m, dst_mem());
     }
     mig_end(&m);
+}
+
+static void test_fault(const void *opaque)
+{
+    do_fault(opaque);
+}
+
+/* The same faults with the stop-and-copy state on the multifd channels */
+static void test_fault_multifd(const void *opaque)
+{
+    with_multifd(do_fault, opaque);
 }
 
 static const FaultCase faults[] = {
@@ -1160,7 +1214,7 @@ static void test_missing_section(void)
 }
 
 /* Two reference devices in one VM arrive each with its own state */
-static void test_two_devices(void)
+static void do_two_devices(const void *unused)
 {
     DevstateServer *s1 = devstate_server_start("--mem-size 16M --start");
     DevstateServer *s2 = devstate_server_start("--mem-size 8M --start "
@@ -1175,9 +1229,9 @@ static void test_two_devices(void)
     g_autofree char *sb = devstate_server_device(s2, "b");
     g_autofree char *da = devstate_server_device(d1, "a");
     g_autofree char *db = devstate_server_device(d2, "b");
-    const char *fmt = "%s -device %s -device %s %s";
-    QTestState *src = qtest_initf(fmt, machine_opts(), sa, sb, "");
-    QTestState *dst = qtest_initf(fmt, machine_opts(), da, db,
+    const char *fmt = "%s -device %s -device %s %s %s";
+    QTestState *src = qtest_initf(fmt, machine_opts(), sa, sb, vm_extra, "");
+    QTestState *dst = qtest_initf(fmt, machine_opts(), da, db, vm_extra,
                                   "-incoming defer -S");
     g_autofree char *a1 = NULL, *a2 = NULL, *b1 = NULL, *b2 = NULL;
 
@@ -1204,6 +1258,17 @@ static void test_two_devices(void)
     devstate_server_stop(d2);
     unlink(sock);
     rmdir(dir);
+}
+
+static void test_two_devices(void)
+{
+    do_two_devices(NULL);
+}
+
+/* The same, with a save thread and a load thread for each device */
+static void test_two_devices_multifd(void)
+{
+    with_multifd(do_two_devices, NULL);
 }
 
 /*
@@ -1288,32 +1353,28 @@ static void test_migration_events(void)
 }
 
 /*
- * x-migration-multifd-transfer=on asks for device state over multifd
- * channels, which this backend does not do: the migration fails at once,
- * saying so, and the source runs on with its device working.
+ * x-migration-multifd-transfer=on without the multifd capability: the
+ * migration fails at once, naming the device, and the source runs on with
+ * its device working.
  */
-static void test_multifd_transfer_refused(void)
+static void test_multifd_unsupported(void)
 {
     Mig m = { 0 };
     g_autoptr(QDict) resp = NULL;
     const char *desc;
 
-    if (!kernel_mode()) {
-        g_test_skip("vfio-user-pci has no x-migration-multifd-transfer "
-                    "property");
-        return;
-    }
-    mig_start_full(&m, live_opts(true),
-                   "-global vfio-pci.x-migration-multifd-transfer=on "
-                   "-global migration.x-multifd=on", dst_mem(),
-                   "-incoming defer -S -global migration.x-multifd=on",
-                   true);
+    mig_start_full(&m, live_opts(true), kernel_mode() ?
+                   "-global vfio-pci.x-migration-multifd-transfer=on" :
+                   "-global vfio-user-pci.x-migration-multifd-transfer=on",
+                   dst_mem(), NULL, true);
     resp = qtest_qmp(m.src.qts, "{'execute': 'migrate', 'arguments': "
                      "{'uri': %s}}", m.uri);
     g_assert_true(qdict_haskey(resp, "error"));
     desc = qdict_get_str(qdict_get_qdict(resp, "error"), "desc");
-    g_assert_nonnull(strstr(desc, "x-migration-multifd-transfer=on is not "
-                            "supported by device-state migration"));
+    g_test_message("error: %s", desc);
+    g_assert_nonnull(strstr(desc, "x-migration-multifd-transfer=on, but "
+                            "this migration cannot move device state over "
+                            "multifd channels"));
     g_assert_nonnull(strstr(desc, "dev0"));
     assert_state(m.src.srv, "RUNNING");
     assert_device_works(m.src.srv);
@@ -1386,10 +1447,27 @@ static void test_kill_src_server(void)
     mig_end(&m);
 }
 
+/* Add a case per entry of @cases, whose first member is its name */
+static void add_cases(const char *group, const void *cases, size_t n,
+                      size_t size, GTestDataFunc fn)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        const void *c = (const char *)cases + i * size;
+        g_autofree char *path = g_strdup_printf("/vfio-devstate/migration/"
+                                                "%s/%s", group,
+                                                *(const char *const *)c);
+
+        qtest_add_data_func(path, c, fn);
+    }
+}
+
+#define ADD_CASES(group, cases, fn) \
+    add_cases(group, cases, ARRAY_SIZE(cases), sizeof(cases[0]), fn)
+
 int main(int argc, char **argv)
 {
-    int i;
-
     g_test_init(&argc, &argv, NULL);
 
     if (kernel_mode()) {
@@ -1423,17 +1501,19 @@ int main(int argc, char **argv)
                    test_kill_dst_server);
     qtest_add_func("/vfio-devstate/migration/kill/src-server",
                    test_kill_src_server);
-    for (i = 0; i < ARRAY_SIZE(faults); i++) {
-        g_autofree char *path = g_strdup_printf("/vfio-devstate/migration/"
-                                                "fault/%s", faults[i].path);
-
-        qtest_add_data_func(path, &faults[i], test_fault);
-    }
+    ADD_CASES("fault", faults, test_fault);
     qtest_add_func("/vfio-devstate/migration/two-devices", test_two_devices);
     qtest_add_func("/vfio-devstate/migration/migration-events",
                    test_migration_events);
-    qtest_add_func("/vfio-devstate/migration/multifd-transfer-refused",
-                   test_multifd_transfer_refused);
+    qtest_add_func("/vfio-devstate/migration/multifd/unsupported",
+                   test_multifd_unsupported);
+    qtest_add_func("/vfio-devstate/migration/multifd/live/mmap",
+                   test_live_multifd);
+    qtest_add_func("/vfio-devstate/migration/multifd/live/nommap",
+                   test_live_multifd_nommap);
+    qtest_add_func("/vfio-devstate/migration/multifd/two-devices",
+                   test_two_devices_multifd);
+    ADD_CASES("multifd/fault", faults, test_fault_multifd);
     qtest_add_func("/vfio-devstate/migration/msix", test_msix);
     qtest_add_func("/vfio-devstate/migration/reset-behind-qemu",
                    test_reset_behind_qemu);
@@ -1444,12 +1524,6 @@ int main(int argc, char **argv)
                    test_other_ids);
     qtest_add_func("/vfio-devstate/migration/file/missing-section",
                    test_missing_section);
-    for (i = 0; i < ARRAY_SIZE(corrupt_cases); i++) {
-        g_autofree char *path = g_strdup_printf("/vfio-devstate/migration/"
-                                                "corrupt/%s",
-                                                corrupt_cases[i].path);
-
-        qtest_add_data_func(path, &corrupt_cases[i], test_corrupt);
-    }
+    ADD_CASES("corrupt", corrupt_cases, test_corrupt);
     return g_test_run();
 }

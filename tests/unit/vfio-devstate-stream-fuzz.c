@@ -287,6 +287,15 @@ void error_report_err(Error *err)
     error_free(err);
 }
 
+void error_propagate(Error **dst_errp, Error *local_err)
+{
+    if (dst_errp && !*dst_errp) {
+        *dst_errp = local_err;
+    } else {
+        error_free(local_err);
+    }
+}
+
 Error *error_copy(const Error *err)
 {
     Error *c = g_new0(Error, 1);
@@ -382,6 +391,44 @@ int qemu_loadvm_approve_switchover(void)
 {
     approvals++;
     return 0;
+}
+
+/*
+ * Multifd device state transfer is off: its buffers do not reach this
+ * harness (migration-devstate-multifd.c is not part of it).
+ */
+bool vfio_multifd_setup(VFIODevice *vbasedev, bool alloc_multifd,
+                        Error **errp)
+{
+    return true;
+}
+void vfio_multifd_cleanup(VFIODevice *vbasedev) { }
+bool vfio_multifd_transfer_enabled(VFIODevice *vbasedev) { return false; }
+bool vfio_multifd_transfer_supported(void) { return false; }
+bool vfio_load_config_after_iter(VFIODevice *vbasedev) { return false; }
+void vfio_multifd_emit_dummy_eos(VFIODevice *vbasedev, QEMUFile *f)
+{
+    abort();
+}
+int vfio_load_state_config_load_ready(VFIODevice *vbasedev)
+{
+    return -EINVAL;
+}
+bool vfio_multifd_load_state_buffer(void *opaque, char *data, size_t len,
+                                    Error **errp)
+{
+    abort();
+}
+bool vfio_ds_save_complete_precopy_thread(SaveCompletePrecopyThreadData *d,
+                                          Error **errp)
+{
+    abort();
+}
+int vfio_ds_switchover_start(void *opaque) { abort(); }
+bool vfio_ds_multifd_load_buffer(VFIODevice *vbasedev, char *data, size_t len,
+                                 bool config, Error **errp)
+{
+    abort();
 }
 
 /* The backend mirrors the device's state in VFIOMigration::device_state */
