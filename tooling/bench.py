@@ -29,8 +29,12 @@ RATE_LIMIT_DISABLED), but those of 9.  The measures:
  7. 4 devices x 256 MiB in one VM (--multi-devs, --multi-mem), mutating at
     --limit-mutate-rate / 4 each (the same total as 5): downtime at 300 ms
     and, when that does not converge, with the limit raised live until the
-    migration completes; and a probe of x-migration-multifd-transfer=on
-    (not implemented by the device-state backend: reported as such).
+    migration completes; then multifd device state: --repeat pairs of
+    migrations with the multifd capability (--multifd-channels) at a high
+    limit (--multifd-limit), the devices' stop-and-copy state on the main
+    channel (x-migration-multifd-transfer=off) and on the multifd channels
+    (=on): downtime, and downtime per GiB of device state moved in
+    stop-and-copy (which varies from run to run), medians.
  8. breakdown of one 1 GiB device-memory migration (mmapped, idle device):
     phases and per-chunk times from the source's and the destination's
     traces, CPU per thread from /proc/<pid>/task/*/stat.
@@ -112,6 +116,11 @@ def opts():
                    help='measure 7: devices in the VM (default 4)')
     p.add_argument('--multi-mem', default='256M',
                    help='measure 7: device memory of each (default 256M)')
+    p.add_argument('--multifd-channels', type=int, default=4,
+                   help='measure 7, multifd runs: multifd-channels (4)')
+    p.add_argument('--multifd-limit', type=int, default=10000,
+                   help='measure 7, multifd runs: downtime-limit, ms '
+                   '(10000)')
     p.add_argument('--breakdown-mem', default='1G',
                    help='measure 8: device memory (default 1G)')
     p.add_argument('--fair-bandwidth', default='64M',
@@ -345,7 +354,7 @@ class Run:
         return CpuSampler(procs)
 
     def migrate(self, downtime_limit=DEFAULT_DOWNTIME_LIMIT, timeout=180,
-                cpu=None, raise_to=(), caps=None):
+                cpu=None, raise_to=(), caps=None, params=None):
         """Migrate and wait, at most @timeout seconds; then, for each
         (limit, seconds) of @raise_to, raise downtime-limit to limit and
         wait seconds more; then migrate_cancel.  @cpu: a CpuSampler,
@@ -356,6 +365,8 @@ class Run:
         for m in (self.src, self.dst):
             lab.set_caps(m, return_path=True, switchover_ack=True,
                          **(caps or {}))
+            if params:
+                m.cmd('migrate-set-parameters', **params)
         # max-bandwidth 0 = RATE_LIMIT_DISABLED in this QEMU
         # (migration/migration-stats.c); checked back below.
         self.src.cmd('migrate-set-parameters', max_bandwidth=0,
@@ -989,34 +1000,99 @@ def measure_cpu(o, wd, results):
     return res
 
 
-def multifd_probe(wd):
-    """Whether the backend takes x-migration-multifd-transfer=on: one small
-    device, the multifd capability on both sides."""
-    run = Run(wd, 'multifd-probe')
-    res = {}
+MULTIFD_TRACE = ('vfio_ds_set_state', 'vfio_ds_save_chunk',
+                 'vfio_ds_save_complete', 'vfio_ds_multifd_save')
+
+
+def multifd_run(o, wd, tag, multifd):
+    """4 devices (--multi-devs) x --multi-mem, mutating as in 7, with the
+    multifd capability (--multifd-channels channels) on both sides, at
+    --multifd-limit ms (high: the switchover comes as soon as the
+    bandwidth is known, with much device memory left for the
+    stop-and-copy phase); the devices' stop-and-copy state on the main
+    channel (x-migration-multifd-transfer=off) or on the multifd
+    channels (=on)."""
+    n, mem = o.multi_devs, lab.parse_size(o.multi_mem)
+    rate = max(1, o.limit_mutate_rate // n)
+    run = Run(wd, tag)
+    res = {'multifd_transfer': multifd, 'devices': n, 'device_mem': mem,
+           'mutate_rate_per_dev': rate, 'downtime_limit_ms': o.multifd_limit,
+           'multifd_channels': o.multifd_channels}
     try:
-        run.start(32 * MiB, ['--mem-size', '16M'],
-                  dev_props={'x-migration-multifd-transfer': 'on'})
-        res.update(run.migrate(timeout=60, caps={'multifd': True}))
+        run.start(64 * MiB, ['--mem-size', str(mem), '--mutate-rate',
+                             str(rate), '--dma-rate', '0'],
+                  src_dev_extra=['--start'], trace=MULTIFD_TRACE, ndev=n,
+                  dev_props={'x-migration-multifd-transfer':
+                             'on' if multifd else 'off'})
+        res.update(run.migrate(downtime_limit=o.multifd_limit, timeout=120,
+                               caps={'multifd': True},
+                               params={'multifd_channels':
+                                       o.multifd_channels}))
+        if res['ok']:
+            res['digest_ok'] = run.digests()[0]
+        tr = read_trace(run.trace)
+        t_stop = t_vm_stop(tr)
+        if t_stop is not None:
+            res['stopcopy_device_bytes'] = sum(
+                int(re.search(r'len 0x([0-9a-f]+)', a).group(1), 16)
+                for t, ev, a in tr
+                if ev == 'vfio_ds_save_chunk' and t >= t_stop)
+            res['save_threads'] = sum(1 for t, ev, a in tr
+                                      if ev == 'vfio_ds_multifd_save' and
+                                      a.endswith('done'))
     except Exception as e:      # pylint: disable=broad-except
         res.update(ok=False, error='%s: %s' % (type(e).__name__, e))
     finally:
         run.stop()
-    err = res.get('error') or ''
-    if res.get('ok'):
-        res['multifd_devstate'] = 'works'
-    elif 'multifd' in err and 'not supported' in err:
-        # The backend's refusal (save/load setup).
-        res['multifd_devstate'] = 'unsupported'
-        res['reason'] = re.sub(r'\s+', ' ', err)[-200:]
-    elif "x-migration-multifd-transfer' not found" in err:
-        # vfio-user-pci does not even have the property (vfio-pci's own).
-        res['multifd_devstate'] = 'unsupported'
-        res['reason'] = ("vfio-user-pci has no x-migration-multifd-transfer "
-                         "property (QEMU refuses the -device)")
-    else:
-        res['multifd_devstate'] = 'error'
+    b = res.get('stopcopy_device_bytes')
+    res['valid'] = bool(res.get('ok') and res.get('digest_ok') and b and
+                        res.get('save_threads') == (n if multifd else 0))
+    if res['valid']:
+        res['downtime_ms_per_GiB_stopcopy'] = res['downtime_ms'] / (b / GiB)
     return res
+
+
+def multifd_line(x):
+    if not x.get('valid'):
+        return 'FAILED %s' % (x.get('error') or 'integrity check')
+    return ('downtime %d ms, %.0f MiB of device state in stop-and-copy '
+            '(%.0f ms per GiB), %s save threads' %
+            (x['downtime_ms'], x['stopcopy_device_bytes'] / MiB,
+             x['downtime_ms_per_GiB_stopcopy'], x['save_threads']))
+
+
+def measure_multifd(o, wd, res):
+    """Section 7's multifd comparison: --repeat pairs of runs, main channel
+    and multifd alternating; the medians."""
+    runs = {'main': [], 'multifd': []}
+    for rep in range(o.repeat):
+        for k in ('main', 'multifd'):
+            x = multifd_run(o, wd, 'multifd-%s-r%d' % (k, rep),
+                            k == 'multifd')
+            log('  %-8s run %d: %s' % (k, rep, multifd_line(x)))
+            runs[k].append(x)
+    out = {'runs': runs}
+    for k in runs:
+        ok = [x for x in runs[k] if x['valid']]
+        out['downtime_ms_' + k] = median([x['downtime_ms'] for x in ok])
+        out['ms_per_GiB_' + k] = median([x['downtime_ms_per_GiB_stopcopy']
+                                         for x in ok])
+        out['stopcopy_MiB_' + k] = median([x['stopcopy_device_bytes'] / MiB
+                                           for x in ok])
+    m, f = out['ms_per_GiB_main'], out['ms_per_GiB_multifd']
+    out['valid'] = all(x['valid'] for v in runs.values() for x in v)
+    out['downtime_cut'] = 1 - f / m if m and f else None
+    dm, df = out['downtime_ms_main'], out['downtime_ms_multifd']
+    out['downtime_cut_raw'] = 1 - df / dm if dm and df else None
+    res['multifd'] = out
+    res['multifd_devstate'] = 'works' if out['valid'] else 'error'
+    log('  multifd device state: downtime per GiB of stop-and-copy device '
+        'state %s ms (main channel) -> %s ms (multifd): cut %s; raw '
+        'downtime %s -> %s ms' %
+        (fmt(m, '%.0f'), fmt(f, '%.0f'),
+         fmt(out['downtime_cut'] * 100 if out['downtime_cut'] is not None
+             else None, '%.0f%%'), dm, df))
+    return out
 
 
 def measure_multi(o, wd, results):
@@ -1033,14 +1109,10 @@ def measure_multi(o, wd, results):
     res['downtime_ms_raised'] = res['downtime_ms'] if res.get('ok') else None
     log('  %s; %s' % (limit_line(res), 'ok' if res['valid'] else
                       'FAILED %s' % (res.get('error') or 'integrity check')))
-    probe = multifd_probe(wd)
-    res['multifd_probe'] = {k: probe.get(k) for k in
-                            ('status', 'error', 'reason', 'multifd_devstate',
-                             'downtime_ms')}
-    res['multifd_devstate'] = probe['multifd_devstate']
-    log('  multifd device state (x-migration-multifd-transfer=on): %s (%s)'
-        % (probe['multifd_devstate'], probe.get('reason') or
-           probe.get('error') or 'downtime %s ms' % probe.get('downtime_ms')))
+    log('  with multifd (%d channels) at %d ms: the stop-and-copy state on '
+        'the main channel and on the multifd channels' %
+        (o.multifd_channels, o.multifd_limit))
+    measure_multifd(o, wd, res)
     results['multi_device'] = res
     return res
 
@@ -1542,7 +1614,7 @@ def main():
             if not mres['valid']:
                 failed.append('multi-device')
             if mres['multifd_devstate'] == 'error':
-                failed.append('multifd-probe')
+                failed.append('multifd')
         if '8' in only:
             if not measure_breakdown(o, wd, results)['valid']:
                 failed.append('breakdown')
@@ -1647,8 +1719,15 @@ def print_table(r):
         log('%-28s %s' % ('7. %d devices x %d MiB' %
                           (m7['devices'], m7['device_mem'] >> 20),
                           limit_line(m7)))
-        log('%-28s multifd device state: %s' % ('',
-                                                m7.get('multifd_devstate')))
+        mf = m7.get('multifd') or {}
+        log('%-28s multifd device state: %s; downtime per GiB of '
+            'stop-and-copy device state %s ms (main) / %s ms (multifd): '
+            'cut %s; downtime %s / %s ms' %
+            ('', m7.get('multifd_devstate'), fmt(mf.get('ms_per_GiB_main'),
+                                                 '%.0f'),
+             fmt(mf.get('ms_per_GiB_multifd'), '%.0f'),
+             fmt(mf.get('downtime_cut')), mf.get('downtime_ms_main'),
+             mf.get('downtime_ms_multifd')))
     b8 = r.get('breakdown')
     if b8 and b8.get('threads') is not None:
         print_breakdown(b8)
@@ -1685,6 +1764,11 @@ def print_table(r):
               fmt(s.get('ratio')),
               m7.get('downtime_ms_raised') if m7.get('ok') else 'n/a',
               m7.get('multifd_devstate', 'n/a')))
+    mf = m7.get('multifd') or {}
+    line += (' multifd_downtime_cut=%s multifd_downtime_ms_4dev=%s '
+             'main_downtime_ms_4dev=%s' %
+             (fmt(mf.get('downtime_cut')), mf.get('downtime_ms_multifd', 'n/a'),
+              mf.get('downtime_ms_main', 'n/a')))
     line += (' cpu_s_per_GiB_devmem=%s cpu_s_per_GiB_ram=%s '
              'downtime_limit_ms_4dev=%s converged_4dev_at_limit=%s' %
              (fmt(c6.get('cpu_s_per_GiB_devmem')),
