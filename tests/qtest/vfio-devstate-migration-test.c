@@ -1272,6 +1272,21 @@ static void test_two_devices_multifd(void)
 }
 
 /*
+ * RAM over multifd, the devices' state on the main channel: the core
+ * still starts a save thread for each device, which has nothing to do.
+ */
+static void test_two_devices_multifd_off(void)
+{
+    vm_extra = kernel_mode() ?
+        "-global migration.x-multifd=on "
+        "-global vfio-pci.x-migration-multifd-transfer=off" :
+        "-global migration.x-multifd=on "
+        "-global vfio-user-pci.x-migration-multifd-transfer=off";
+    do_two_devices(NULL);
+    vm_extra = "";
+}
+
+/*
  * Without a P2P state, a second device could be stopped while the first
  * still writes to it: as for v2 devices, such a VM does not migrate.
  */
@@ -1513,6 +1528,8 @@ int main(int argc, char **argv)
                    test_live_multifd_nommap);
     qtest_add_func("/vfio-devstate/migration/multifd/two-devices",
                    test_two_devices_multifd);
+    qtest_add_func("/vfio-devstate/migration/multifd/two-devices-off",
+                   test_two_devices_multifd_off);
     ADD_CASES("multifd/fault", faults, test_fault_multifd);
     qtest_add_func("/vfio-devstate/migration/msix", test_msix);
     qtest_add_func("/vfio-devstate/migration/reset-behind-qemu",
