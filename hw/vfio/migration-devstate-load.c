@@ -10,6 +10,7 @@
  */
 
 #include "qemu/osdep.h"
+#include "qemu/bswap.h"
 #include "qemu/error-report.h"
 #include "hw/pci/pci_device.h"
 #include "migration/misc.h"
@@ -181,17 +182,13 @@ static int ds_load_header(QEMUFile *f, VFIODevstate *ds, Error **errp)
     return 0;
 }
 
-static int ds_load_set(QEMUFile *f, VFIODevstate *ds, Error **errp)
+/* A data set @seq of @size bytes starts. */
+static int ds_load_set_open(VFIODevstate *ds, uint32_t seq, uint64_t size,
+                            Error **errp)
 {
     const char *name = ds->name;
-    uint32_t seq = qemu_get_be32(f);
-    uint64_t size = qemu_get_be64(f);
-    int ret = qemu_file_get_error(f);
+    int ret;
 
-    if (ret) {
-        error_setg_errno(errp, -ret, "%s: truncated data set header", name);
-        return ret;
-    }
     if (!(ds->caps & VFIO_DEVICE_DATA_CAP_DEVICE_MEMORY)) {
         error_setg(errp, "%s: device-memory data in the stream, but the "
                    "device has no device memory", name);
@@ -231,6 +228,20 @@ static int ds_load_set(QEMUFile *f, VFIODevstate *ds, Error **errp)
     return 0;
 }
 
+static int ds_load_set(QEMUFile *f, VFIODevstate *ds, Error **errp)
+{
+    uint32_t seq = qemu_get_be32(f);
+    uint64_t size = qemu_get_be64(f);
+    int ret = qemu_file_get_error(f);
+
+    if (ret) {
+        error_setg_errno(errp, -ret, "%s: truncated data set header",
+                         ds->name);
+        return ret;
+    }
+    return ds_load_set_open(ds, seq, size, errp);
+}
+
 /* Hand what was staged of the data set to the device. */
 static int ds_load_flush(VFIODevstate *ds, uint64_t len, Error **errp)
 {
@@ -250,19 +261,18 @@ static int ds_load_flush(VFIODevstate *ds, uint64_t len, Error **errp)
     return ret;
 }
 
-static int ds_load_chunk(QEMUFile *f, VFIODevstate *ds, Error **errp)
+/*
+ * The chunk of @len bytes at @pos of the open data set: its data comes
+ * from @f, or from @buf when @f is NULL.
+ */
+static int ds_load_chunk_data(VFIODevstate *ds, uint64_t pos, uint64_t len,
+                              QEMUFile *f, const uint8_t *buf, Error **errp)
 {
     const char *name = ds->name;
-    uint64_t pos = qemu_get_be64(f);
-    uint64_t len = qemu_get_be64(f);
     uint8_t *stage = ds->memory.mmap ?: ds->bounce;
     uint64_t R = ds->memory.size;
-    int ret = qemu_file_get_error(f);
+    int ret;
 
-    if (ret) {
-        error_setg_errno(errp, -ret, "%s: truncated chunk header", name);
-        return ret;
-    }
     /* Every value of the stream is checked before use. */
     if (!ds->load_set_open) {
         error_setg(errp, "%s: device-memory chunk outside a data set", name);
@@ -289,8 +299,11 @@ static int ds_load_chunk(QEMUFile *f, VFIODevstate *ds, Error **errp)
         uint64_t fill = ds->load_pos - ds->load_dev_pos;
         uint64_t n = MIN(len, R - fill);
 
-        if (qemu_get_buffer(f, stage + fill, n) != n ||
-            qemu_file_get_error(f)) {
+        if (!f) {
+            memcpy(stage + fill, buf, n);
+            buf += n;
+        } else if (qemu_get_buffer(f, stage + fill, n) != n ||
+                   qemu_file_get_error(f)) {
             ret = qemu_file_get_error(f) ?: -EIO;
             error_setg_errno(errp, -ret, "%s: truncated chunk at offset %"
                              PRIu64, name, ds->load_pos);
@@ -310,6 +323,19 @@ static int ds_load_chunk(QEMUFile *f, VFIODevstate *ds, Error **errp)
         ds->load_set_open = false;
     }
     return 0;
+}
+
+static int ds_load_chunk(QEMUFile *f, VFIODevstate *ds, Error **errp)
+{
+    uint64_t pos = qemu_get_be64(f);
+    uint64_t len = qemu_get_be64(f);
+    int ret = qemu_file_get_error(f);
+
+    if (ret) {
+        error_setg_errno(errp, -ret, "%s: truncated chunk header", ds->name);
+        return ret;
+    }
+    return ds_load_chunk_data(ds, pos, len, f, NULL, errp);
 }
 
 static int ds_load_config(QEMUFile *f, VFIODevstate *ds, Error **errp)
@@ -437,6 +463,97 @@ static const char *ds_input_str(VFIODevstateInput in)
     }
 }
 
+/* May a record with @tag come now, from @in? */
+static int ds_check_record(VFIODevstate *ds, VFIODevstateInput in,
+                           uint64_t tag, Error **errp)
+{
+    const char *name = ds->name;
+
+    if (tag != VFIO_DS_FLAG_HEADER && !ds->header_loaded) {
+        error_setg(errp, "%s: device-state data 0x%" PRIx64 " before the "
+                   "header", name, tag);
+        return -EINVAL;
+    }
+    if (ds->load_done) {
+        error_setg(errp, "%s: device-state data 0x%" PRIx64 " after the "
+                   "end of the device state", name, tag);
+        return -EINVAL;
+    }
+    if (!ds_record_allowed(ds, in, tag)) {
+        error_setg(errp, "%s: device-state data 0x%" PRIx64 " in %s, "
+                   "with multifd transfer %s", name, tag, ds_input_str(in),
+                   vfio_multifd_transfer_enabled(ds->vbasedev) ?
+                   "on" : "off");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/*
+ * A multifd data buffer: MEM_SET and MEM_CHUNK records up to its
+ * END_OF_STATE, which ends it.  Parsed in place, so that a chunk's data
+ * is copied once, where it belongs.
+ */
+int vfio_ds_load_data_buffer(VFIODevstate *ds, const uint8_t *p, size_t len,
+                             Error **errp)
+{
+    const uint8_t *end = p + len;
+    int ret = 0;
+
+    while (!ret) {
+        uint64_t tag, a, b;
+
+        if (end - p < 8) {
+            break;
+        }
+        tag = ldq_be_p(p);
+        p += 8;
+        trace_vfio_ds_load_tag(ds->name, tag);
+        if (tag == VFIO_MIG_FLAG_END_OF_STATE) {
+            if (p != end) {
+                error_setg(errp, "%s: data after the end of a multifd "
+                           "device state buffer", ds->name);
+                return -EINVAL;
+            }
+            return 0;
+        }
+        ret = ds_check_record(ds, VFIO_DS_IN_MULTIFD_DATA, tag, errp);
+        if (ret) {
+            return ret;
+        }
+        if (tag == VFIO_DS_FLAG_MEM_SET && end - p >= 12) {
+            a = ldl_be_p(p);
+            b = ldq_be_p(p + 4);
+            p += 12;
+            ret = ds_load_set_open(ds, a, b, errp);
+        } else if (tag == VFIO_DS_FLAG_MEM_CHUNK && end - p >= 16) {
+            a = ldq_be_p(p);
+            b = ldq_be_p(p + 8);
+            p += 16;
+            if (b > end - p) {
+                error_setg(errp, "%s: truncated chunk at offset %" PRIu64,
+                           ds->name, a);
+                return -EINVAL;
+            }
+            ret = ds_load_chunk_data(ds, a, b, NULL, p, errp);
+            p += b;
+        } else if (tag == VFIO_DS_FLAG_MEM_SET ||
+                   tag == VFIO_DS_FLAG_MEM_CHUNK) {
+            break;
+        } else {
+            error_setg(errp, "%s: unknown device-state tag 0x%" PRIx64,
+                       ds->name, tag);
+            return -EINVAL;
+        }
+    }
+    if (!ret) {
+        error_setg(errp, "%s: truncated multifd device state buffer",
+                   ds->name);
+        ret = -EINVAL;
+    }
+    return ret;
+}
+
 /* Load the records of @f up to END_OF_STATE. */
 int vfio_ds_load_records(QEMUFile *f, VFIODevstate *ds, VFIODevstateInput in,
                          Error **errp)
@@ -468,23 +585,9 @@ int vfio_ds_load_records(QEMUFile *f, VFIODevstate *ds, VFIODevstateInput in,
             }
             return ret;
         }
-        if (tag != VFIO_DS_FLAG_HEADER && !ds->header_loaded) {
-            error_setg(errp, "%s: device-state data 0x%" PRIx64 " before the "
-                       "header", name, tag);
-            return -EINVAL;
-        }
-        if (ds->load_done) {
-            error_setg(errp, "%s: device-state data 0x%" PRIx64 " after the "
-                       "end of the device state", name, tag);
-            return -EINVAL;
-        }
-        if (!ds_record_allowed(ds, in, tag)) {
-            error_setg(errp, "%s: device-state data 0x%" PRIx64 " in %s, "
-                       "with multifd transfer %s", name, tag,
-                       ds_input_str(in),
-                       vfio_multifd_transfer_enabled(ds->vbasedev) ?
-                       "on" : "off");
-            return -EINVAL;
+        ret = ds_check_record(ds, in, tag, errp);
+        if (ret) {
+            return ret;
         }
         switch (tag) {
         case VFIO_DS_FLAG_HEADER:

@@ -150,29 +150,35 @@ int vfio_ds_switchover_start(void *opaque)
 /*
  * In the load thread, without the BQL (but with it for the last buffer,
  * whose PCI config load needs it).  @data is a device state buffer as
- * vfio_ds_save_complete_precopy_thread() queued it, or so it claims.
+ * vfio_ds_save_complete_precopy_thread() queued it, or so it claims: a
+ * data buffer is parsed in place, the last one read through a QEMUFile,
+ * for the PCI config's vmstate.
  */
 bool vfio_ds_multifd_load_buffer(VFIODevice *vbasedev, char *data, size_t len,
                                  bool config, Error **errp)
 {
     VFIODevstate *ds = vfio_ds_of(vbasedev);
-    g_autoptr(QIOChannelBuffer) bioc = qio_channel_buffer_new(0);
+    g_autoptr(QIOChannelBuffer) bioc = NULL;
     g_autoptr(QEMUFile) f = NULL;
     int ret;
 
+    trace_vfio_ds_multifd_load(ds->name, len, config);
+    if (!config) {
+        ret = vfio_ds_load_data_buffer(ds, (uint8_t *)data, len, errp);
+        g_free(data);
+        return !ret;
+    }
+
     /* Read the buffer in place: the channel owns it from here. */
+    bioc = qio_channel_buffer_new(0);
     g_free(bioc->data);
     bioc->data = (uint8_t *)data;
     bioc->capacity = bioc->usage = len;
     qio_channel_set_name(QIO_CHANNEL(bioc), "vfio-devstate-load");
     f = qemu_file_new_input(QIO_CHANNEL(bioc));
 
-    trace_vfio_ds_multifd_load(ds->name, len, config);
-    if (config) {
-        bql_lock();
-    }
-    ret = vfio_ds_load_records(f, ds, config ? VFIO_DS_IN_MULTIFD_CONFIG :
-                               VFIO_DS_IN_MULTIFD_DATA, errp);
+    bql_lock();
+    ret = vfio_ds_load_records(f, ds, VFIO_DS_IN_MULTIFD_CONFIG, errp);
     if (!ret) {
         /* END_OF_STATE ends the buffer. */
         qemu_get_byte(f);
@@ -182,13 +188,11 @@ bool vfio_ds_multifd_load_buffer(VFIODevice *vbasedev, char *data, size_t len,
             ret = -EINVAL;
         }
     }
-    if (!ret && config && !ds->load_done) {
+    if (!ret && !ds->load_done) {
         error_setg(errp, "%s: the last multifd device state buffer did not "
                    "complete the device state", ds->name);
         ret = -EINVAL;
     }
-    if (config) {
-        bql_unlock();
-    }
+    bql_unlock();
     return !ret;
 }
