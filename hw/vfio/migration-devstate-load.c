@@ -498,14 +498,10 @@ int vfio_ds_load_data_buffer(VFIODevstate *ds, const uint8_t *p, size_t len,
                              Error **errp)
 {
     const uint8_t *end = p + len;
-    int ret = 0;
+    uint64_t tag, pos, n;
+    int ret;
 
-    while (!ret) {
-        uint64_t tag, a, b;
-
-        if (end - p < 8) {
-            break;
-        }
+    while (end - p >= 8) {
         tag = ldq_be_p(p);
         p += 8;
         trace_vfio_ds_load_tag(ds->name, tag);
@@ -521,37 +517,41 @@ int vfio_ds_load_data_buffer(VFIODevstate *ds, const uint8_t *p, size_t len,
         if (ret) {
             return ret;
         }
-        if (tag == VFIO_DS_FLAG_MEM_SET && end - p >= 12) {
-            a = ldl_be_p(p);
-            b = ldq_be_p(p + 4);
-            p += 12;
-            ret = ds_load_set_open(ds, a, b, errp);
-        } else if (tag == VFIO_DS_FLAG_MEM_CHUNK && end - p >= 16) {
-            a = ldq_be_p(p);
-            b = ldq_be_p(p + 8);
-            p += 16;
-            if (b > end - p) {
+        switch (tag) {
+        case VFIO_DS_FLAG_MEM_SET:
+            if (end - p < VFIO_DS_MEM_SET_LEN) {
+                goto truncated;
+            }
+            ret = ds_load_set_open(ds, ldl_be_p(p), ldq_be_p(p + 4), errp);
+            p += VFIO_DS_MEM_SET_LEN;
+            break;
+        case VFIO_DS_FLAG_MEM_CHUNK:
+            if (end - p < VFIO_DS_MEM_CHUNK_LEN) {
+                goto truncated;
+            }
+            pos = ldq_be_p(p);
+            n = ldq_be_p(p + 8);
+            p += VFIO_DS_MEM_CHUNK_LEN;
+            if (n > end - p) {
                 error_setg(errp, "%s: truncated chunk at offset %" PRIu64,
-                           ds->name, a);
+                           ds->name, pos);
                 return -EINVAL;
             }
-            ret = ds_load_chunk_data(ds, a, b, NULL, p, errp);
-            p += b;
-        } else if (tag == VFIO_DS_FLAG_MEM_SET ||
-                   tag == VFIO_DS_FLAG_MEM_CHUNK) {
+            ret = ds_load_chunk_data(ds, pos, n, NULL, p, errp);
+            p += n;
             break;
-        } else {
+        default:
             error_setg(errp, "%s: unknown device-state tag 0x%" PRIx64,
                        ds->name, tag);
             return -EINVAL;
         }
+        if (ret) {
+            return ret;
+        }
     }
-    if (!ret) {
-        error_setg(errp, "%s: truncated multifd device state buffer",
-                   ds->name);
-        ret = -EINVAL;
-    }
-    return ret;
+truncated:
+    error_setg(errp, "%s: truncated multifd device state buffer", ds->name);
+    return -EINVAL;
 }
 
 /* Load the records of @f up to END_OF_STATE. */

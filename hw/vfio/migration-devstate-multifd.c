@@ -24,8 +24,8 @@
 #include "trace.h"
 
 /* A data buffer: MEM_SET (first chunk of a set), MEM_CHUNK, END_OF_STATE */
-#define DS_SET_RECORD       (8 + 4 + 8)
-#define DS_CHUNK_RECORD     (8 + 8 + 8)
+#define DS_SET_RECORD       (8 + VFIO_DS_MEM_SET_LEN)
+#define DS_CHUNK_RECORD     (8 + VFIO_DS_MEM_CHUNK_LEN)
 #define DS_EOS_RECORD       8
 
 static bool ds_queue(SaveCompletePrecopyThreadData *d, VFIODevstate *ds,

@@ -533,28 +533,25 @@ void vfio_ds_save_state(QEMUFile *f, void *opaque)
     Error *err = NULL;
     int ret;
 
-    if (vfio_multifd_transfer_enabled(vbasedev)) {
+    if (!vfio_multifd_transfer_enabled(vbasedev)) {
+        ret = vfio_ds_put_pci_config(f, ds, &err);
+    } else {
         ret = vfio_ds_set_logging(ds, false, &err);
-        if (ret) {
-            ds_fail(ds, ret, err);
-            qemu_file_set_error(f, ret);
-            return;
+        if (!ret) {
+            trace_vfio_ds_save_complete(ds->name);
         }
-        trace_vfio_ds_save_complete(ds->name);
-        if (vfio_load_config_after_iter(vbasedev)) {
-            qemu_put_be64(f, VFIO_MIG_FLAG_DEV_CONFIG_LOAD_READY);
-        } else {
-            vfio_multifd_emit_dummy_eos(vbasedev, f);
-        }
-        return;
     }
-    ret = vfio_ds_put_pci_config(f, ds, &err);
     if (ret) {
         ds_fail(ds, ret, err);
         qemu_file_set_error(f, ret);
         return;
     }
-    qemu_put_be64(f, VFIO_MIG_FLAG_END_OF_STATE);
+    if (vfio_multifd_transfer_enabled(vbasedev) &&
+        vfio_load_config_after_iter(vbasedev)) {
+        qemu_put_be64(f, VFIO_MIG_FLAG_DEV_CONFIG_LOAD_READY);
+    } else {
+        qemu_put_be64(f, VFIO_MIG_FLAG_END_OF_STATE);
+    }
 }
 
 void vfio_ds_save_cleanup(void *opaque)

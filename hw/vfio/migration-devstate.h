@@ -26,6 +26,10 @@
 #define VFIO_DS_FLAG_DEV_CONFIG     (0xffffffffef100014ULL)
 #define VFIO_DS_FLAG_PCI_CONFIG     (0xffffffffef100015ULL)
 
+/* What follows the be64 tag of a data-set record, before any data */
+#define VFIO_DS_MEM_SET_LEN         (4 + 8)     /* be32 number, be64 size */
+#define VFIO_DS_MEM_CHUNK_LEN       (8 + 8)     /* be64 pos, be64 len */
+
 /* Bounds QEMU puts on what a device advertises (and a stream claims). */
 #define VFIO_DS_MAX_REGION_SIZE     (64 * MiB)
 
