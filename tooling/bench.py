@@ -354,14 +354,17 @@ class Run:
         return CpuSampler(procs)
 
     def migrate(self, downtime_limit=DEFAULT_DOWNTIME_LIMIT, timeout=180,
-                cpu=None, raise_to=(), caps=None, params=None):
+                cpu=None, raise_to=(), caps=None, params=None,
+                max_bandwidth=0, on_info=None, poll_s=0.05):
         """Migrate and wait, at most @timeout seconds; then, for each
         (limit, seconds) of @raise_to, raise downtime-limit to limit and
         wait seconds more; then migrate_cancel.  @cpu: a CpuSampler,
         started at the migrate command, polled while waiting, stopped when
-        the destination is done.  'converged': completed within @timeout
-        at @downtime_limit; 'at_timeout': query-migrate when @timeout
-        passed."""
+        the destination is done.  @on_info(info, t): each query-migrate
+        answer, t seconds after the migrate command (the middle of the
+        query), every @poll_s seconds.  'converged': completed within
+        @timeout at @downtime_limit; 'at_timeout': query-migrate when
+        @timeout passed."""
         for m in (self.src, self.dst):
             lab.set_caps(m, return_path=True, switchover_ack=True,
                          **(caps or {}))
@@ -369,12 +372,12 @@ class Run:
                 m.cmd('migrate-set-parameters', **params)
         # max-bandwidth 0 = RATE_LIMIT_DISABLED in this QEMU
         # (migration/migration-stats.c); checked back below.
-        self.src.cmd('migrate-set-parameters', max_bandwidth=0,
+        self.src.cmd('migrate-set-parameters', max_bandwidth=max_bandwidth,
                      downtime_limit=downtime_limit)
         params = self.src.cmd('query-migrate-parameters')
-        if params.get('max-bandwidth') != 0:
-            raise RuntimeError('max-bandwidth is %r, not 0' %
-                               params.get('max-bandwidth'))
+        if params.get('max-bandwidth') != max_bandwidth:
+            raise RuntimeError('max-bandwidth is %r, not %d' %
+                               (params.get('max-bandwidth'), max_bandwidth))
         uri = 'unix:' + os.path.join(self.wd, 'migration.sock')
         self.dst.cmd('migrate-incoming', uri=uri)
         time.sleep(0.1)
@@ -387,7 +390,10 @@ class Run:
         limit = downtime_limit
         at_timeout = None
         while True:
+            ta = time.time()
             info = self.src.cmd('query-migrate')
+            if on_info:
+                on_info(info, (ta + time.time()) / 2 - t0)
             if cpu:
                 cpu.poll()
             if info.get('status') in ('completed', 'failed', 'cancelled'):
@@ -413,7 +419,7 @@ class Run:
                     time.sleep(0.1)
                 info['error-desc'] = 'timeout after %ds' % timeout
                 break
-            time.sleep(0.05)
+            time.sleep(max(0.0, poll_s - (time.time() - ta)))
         # Let the destination finish loading before anything is compared.
         end = time.time() + 30
         st = None
@@ -1414,26 +1420,9 @@ def measure_fairness(o, wd, results):
         fill_random(shm, ram)
         run.start(ram, ['--mem-size', str(mem), '--mutate-rate', '0',
                         '--dma-rate', '0'], mem_path=shm)
-        for m in (run.src, run.dst):
-            lab.set_caps(m, return_path=True, switchover_ack=True)
-        run.src.cmd('migrate-set-parameters', max_bandwidth=bw,
-                    downtime_limit=DEFAULT_DOWNTIME_LIMIT)
-        params = run.src.cmd('query-migrate-parameters')
-        if params.get('max-bandwidth') != bw:
-            raise RuntimeError('max-bandwidth is %r, not %d' %
-                               (params.get('max-bandwidth'), bw))
-        uri = 'unix:' + os.path.join(run.wd, 'migration.sock')
-        run.dst.cmd('migrate-incoming', uri=uri)
-        time.sleep(0.1)
-        # Three times what the bytes take at the limit, at least 30 s.
-        timeout = max(30.0, 3.0 * (ram + mem) / bw)
         samples = []
-        t0 = time.time()
-        run.src.cmd('migrate', uri=uri)
-        while True:
-            ta = time.time()
-            info = run.src.cmd('query-migrate')
-            t = (ta + time.time()) / 2 - t0
+
+        def sample(info, t):
             r = info.get('ram', {})
             # ram.transferred is the whole stream's (migration/
             # migration.c: migration_transferred_bytes()), device memory
@@ -1444,33 +1433,17 @@ def measure_fairness(o, wd, results):
                             'stream': r.get('transferred', 0),
                             'dev': info.get('vfio', {}).get('transferred',
                                                             0)})
-            if info.get('status') in ('completed', 'failed', 'cancelled'):
-                break
-            if t > timeout:
-                run.src.cmd('migrate_cancel')
-                info['error-desc'] = 'timeout after %ds' % timeout
-                break
-            time.sleep(max(0.0, o.fair_interval / 1000.0 -
-                           (time.time() - ta)))
-        end = time.time() + 30
-        st = None
-        while time.time() < end:
-            try:
-                st = run.dst.cmd('query-migrate').get('status')
-            except Exception:   # pylint: disable=broad-except
-                st = 'exited'
-                break
-            if st in ('completed', 'failed'):
-                break
-            time.sleep(0.05)
-        res.update(status=info.get('status'), error=info.get('error-desc'),
-                   dst_status=st, total_ms=info.get('total-time', 0),
-                   setup_ms=info.get('setup-time', 0),
-                   downtime_ms=info.get('downtime', 0),
-                   stream_bytes=info.get('ram', {}).get('transferred', 0),
-                   ram_bytes=info.get('ram', {}).get('normal-bytes', 0),
-                   vfio_bytes=info.get('vfio', {}).get('transferred', 0))
-        res['ok'] = res['status'] == 'completed' and st == 'completed'
+        # Three times what the bytes take at the limit, at least 30 s.
+        m = run.migrate(timeout=max(30.0, 3.0 * (ram + mem) / bw),
+                        max_bandwidth=bw, on_info=sample,
+                        poll_s=o.fair_interval / 1000.0)
+        res.update(status=m['status'], error=m['error'],
+                   dst_status=m['dst_status'], total_ms=m['total_ms'],
+                   setup_ms=m['setup_ms'], downtime_ms=m['downtime_ms'],
+                   stream_bytes=m['ram_bytes'],
+                   ram_bytes=m['ram_normal_bytes'],
+                   vfio_bytes=m['vfio_bytes'])
+        res['ok'] = m['ok']
         if res['ok']:
             res['digest_ok'] = run.digests()[0]
             res['ram_sample_ok'] = ram_equal(run, ram)
