@@ -497,10 +497,15 @@ static int ds_check_record(VFIODevstate *ds, VFIODevstateInput in,
 int vfio_ds_load_data_buffer(VFIODevstate *ds, const uint8_t *p, size_t len,
                              Error **errp)
 {
-    const uint8_t *end = p + len;
+    const uint8_t *end;
     uint64_t tag, pos, n;
     int ret;
 
+    if (!len) {
+        /* An empty buffer (NULL: the receiver's g_memdup2() of nothing) */
+        goto truncated;
+    }
+    end = p + len;
     while (end - p >= 8) {
         tag = ldq_be_p(p);
         p += 8;
@@ -612,6 +617,32 @@ int vfio_ds_load_records(QEMUFile *f, VFIODevstate *ds, VFIODevstateInput in,
         }
     }
     return ret;
+}
+
+/*
+ * The last multifd buffer, read through @f: the device config and the PCI
+ * config up to its END_OF_STATE, which must end the buffer and complete
+ * the device state.
+ */
+int vfio_ds_load_config_buffer(QEMUFile *f, VFIODevstate *ds, Error **errp)
+{
+    int ret = vfio_ds_load_records(f, ds, VFIO_DS_IN_MULTIFD_CONFIG, errp);
+
+    if (ret) {
+        return ret;
+    }
+    qemu_get_byte(f);
+    if (!qemu_file_get_error(f)) {
+        error_setg(errp, "%s: data after the end of a multifd device state "
+                   "buffer", ds->name);
+        return -EINVAL;
+    }
+    if (!ds->load_done) {
+        error_setg(errp, "%s: the last multifd device state buffer did not "
+                   "complete the device state", ds->name);
+        return -EINVAL;
+    }
+    return 0;
 }
 
 int vfio_ds_load_state(QEMUFile *f, void *opaque, int version_id)

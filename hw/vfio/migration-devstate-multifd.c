@@ -178,21 +178,7 @@ bool vfio_ds_multifd_load_buffer(VFIODevice *vbasedev, char *data, size_t len,
     f = qemu_file_new_input(QIO_CHANNEL(bioc));
 
     bql_lock();
-    ret = vfio_ds_load_records(f, ds, VFIO_DS_IN_MULTIFD_CONFIG, errp);
-    if (!ret) {
-        /* END_OF_STATE ends the buffer. */
-        qemu_get_byte(f);
-        if (!qemu_file_get_error(f)) {
-            error_setg(errp, "%s: data after the end of a multifd device "
-                       "state buffer", ds->name);
-            ret = -EINVAL;
-        }
-    }
-    if (!ret && !ds->load_done) {
-        error_setg(errp, "%s: the last multifd device state buffer did not "
-                   "complete the device state", ds->name);
-        ret = -EINVAL;
-    }
+    ret = vfio_ds_load_config_buffer(f, ds, errp);
     bql_unlock();
     return !ret;
 }

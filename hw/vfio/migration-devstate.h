@@ -154,6 +154,7 @@ int vfio_ds_load_records(QEMUFile *f, VFIODevstate *ds, VFIODevstateInput in,
                          Error **errp);
 int vfio_ds_load_data_buffer(VFIODevstate *ds, const uint8_t *p, size_t len,
                              Error **errp);
+int vfio_ds_load_config_buffer(QEMUFile *f, VFIODevstate *ds, Error **errp);
 int vfio_ds_load_setup(QEMUFile *f, void *opaque, Error **errp);
 int vfio_ds_load_cleanup(void *opaque);
 int vfio_ds_load_state(QEMUFile *f, void *opaque, int version_id);

@@ -440,6 +440,26 @@ static void test_live_multifd_nommap(void)
 }
 
 /*
+ * The same with x-migration-load-config-after-iter: the destination loads
+ * the last buffer (the configs) only once the main channel's
+ * non-iterable section said DEV_CONFIG_LOAD_READY, which the source
+ * sends only with the property on.  Without the marker the load thread
+ * would wait for good; a marker the loader did not expect fails it.
+ */
+static void test_live_multifd_config_after_iter(void)
+{
+    g_autofree char *opts = g_strdup_printf("%s -global %s."
+                                            "x-migration-load-config-after-"
+                                            "iter=on", multifd_opts(),
+                                            kernel_mode() ? "vfio-pci" :
+                                            "vfio-user-pci");
+
+    vm_extra = opts;
+    do_live(true, NULL);
+    vm_extra = "";
+}
+
+/*
  * Servers that negotiate a smaller or a larger max_data_xfer_size than
  * the 1 MiB data regions: QEMU's region accesses follow the transport.
  */
@@ -1526,6 +1546,8 @@ int main(int argc, char **argv)
                    test_live_multifd);
     qtest_add_func("/vfio-devstate/migration/multifd/live/nommap",
                    test_live_multifd_nommap);
+    qtest_add_func("/vfio-devstate/migration/multifd/live/"
+                   "config-after-iter", test_live_multifd_config_after_iter);
     qtest_add_func("/vfio-devstate/migration/multifd/two-devices",
                    test_two_devices_multifd);
     qtest_add_func("/vfio-devstate/migration/multifd/two-devices-off",

@@ -33,15 +33,24 @@
  *           transport's region_max_xfer (none, 4096, 1000, 65536), bit 6
  *           CAP_P2P, bit 7 no switchover-ack
  *   byte 2: fail the Nth device access with EIO (0: never)
- *   byte 3: bits 0-2 number of sections (vfio_ds_load_state() calls, 1-8)
- *   rest:   the stream, read by the sections in turn
+ *   byte 3: bits 0-2 number of sections (vfio_ds_load_state() calls, 1-8),
+ *           bit 3 multifd device state transfer
+ *   rest:   the stream, read by the sections in turn; with multifd, then
+ *           the device state buffers as the load thread of
+ *           migration-multifd.c hands them over, in order, each a be32
+ *           (bit 31: the last buffer, bits 0-30: its length, cut to what
+ *           is left) and its bytes, up to the last one
  *
  * The source writes, for one device: a setup section (HEADER), iterable
  * sections (data sets: MEM_SET with its be32 number and be64 size, then
  * MEM_CHUNKs; a set may span sections), the complete section (the rest of
  * the device memory, then DEV_CONFIG with the be32 count of data sets
  * sent) and a non-iterable section (PCI_CONFIG, when the device has one);
- * each ends with END_OF_STATE.
+ * each ends with END_OF_STATE.  With multifd transfer the complete and
+ * non-iterable sections hold only END_OF_STATE, and the stop-and-copy
+ * state comes in buffers: data buffers of one chunk each (MEM_SET when it
+ * opens a set, MEM_CHUNK, END_OF_STATE), then the last buffer (DEV_CONFIG,
+ * PCI_CONFIG, END_OF_STATE).
  *
  * It needs neither a guest nor a vfio device, and runs thousands of
  * streams a second.  Built by meson twice: with libFuzzer in a
@@ -142,7 +151,9 @@ size_t qemu_get_buffer(QEMUFile *f, uint8_t *buf, size_t size)
     if (f->err) {
         return 0;
     }
-    memcpy(buf, f->buf + f->pos, n);
+    if (n) {
+        memcpy(buf, f->buf + f->pos, n);
+    }
     f->pos += n;
     if (n < size) {
         f->err = -EIO;
@@ -394,16 +405,19 @@ int qemu_loadvm_approve_switchover(void)
 }
 
 /*
- * Multifd device state transfer is off: its buffers do not reach this
- * harness (migration-devstate-multifd.c is not part of it).
+ * Multifd device state transfer: migration-devstate-multifd.c is not part
+ * of this harness (it needs the multifd channels and QIOChannelBuffer);
+ * run_load() hands the buffers to its parsers as that file does.
  */
+static bool multifd;
+
 bool vfio_multifd_setup(VFIODevice *vbasedev, bool alloc_multifd,
                         Error **errp)
 {
     return true;
 }
 void vfio_multifd_cleanup(VFIODevice *vbasedev) { }
-bool vfio_multifd_transfer_enabled(VFIODevice *vbasedev) { return false; }
+bool vfio_multifd_transfer_enabled(VFIODevice *vbasedev) { return multifd; }
 bool vfio_multifd_transfer_supported(void) { return false; }
 bool vfio_load_config_after_iter(VFIODevice *vbasedev) { return false; }
 void vfio_multifd_emit_dummy_eos(VFIODevice *vbasedev, QEMUFile *f)
@@ -1096,6 +1110,64 @@ static bool last_accepted;
 static char last_why[160];
 
 /*
+ * With multifd: the device state buffers that follow the sections, as
+ * vfio_ds_multifd_load_buffer() takes them (each in a heap buffer of its
+ * own size, for ASan), up to and with the last one.  The bytes of those
+ * that loaded go to @loaded, for reference_parse().
+ */
+static int run_load_buffers(VFIODevstate *ds, const uint8_t *p, size_t len,
+                            GByteArray *loaded)
+{
+    const uint8_t *end = p + len;
+    bool last = false;
+    Error *err = NULL;
+    int ret = 0;
+
+    while (!ret && !last && end - p >= 4) {
+        uint32_t hdr = ldl_be_p(p);
+        size_t n = MIN(hdr & 0x7fffffff, end - p - 4);
+        g_autofree uint8_t *buf = g_memdup2(p + 4, n);
+
+        last = hdr >> 31;
+        p += 4 + n;
+        if (last) {
+            QEMUFile bf = { .buf = buf, .len = n };
+
+            ret = vfio_ds_load_config_buffer(&bf, ds, &err);
+            g_free(bf.err_msg);
+        } else {
+            ret = vfio_ds_load_data_buffer(ds, buf, n, &err);
+        }
+        if (!ret != !err) {
+            FAIL("multifd buffer: returned %d, %s an Error", ret,
+                 err ? "with" : "without");
+        }
+        if (ret) {
+            /* The load thread's error fails the migration. */
+            if (!g_str_has_prefix(err->msg, FAKE_DEV_NAME ": ")) {
+                FAIL("load error does not name the device as "
+                     FAKE_DEV_NAME ": '%s'", err->msg);
+            }
+            snprintf(last_why, sizeof(last_why), "multifd buffer: %s",
+                     err->msg);
+            error_free(err);
+            break;
+        }
+        if (ds->load_dev_pos > ds->load_pos) {
+            FAIL("handed %" PRIu64 " bytes over, received %" PRIu64,
+                 ds->load_dev_pos, ds->load_pos);
+        }
+        g_byte_array_append(loaded, buf, n);
+    }
+    if (!ret && !last) {
+        /* The load thread waits for the last buffer: the migration fails. */
+        snprintf(last_why, sizeof(last_why), "no last multifd buffer");
+        ret = -EINVAL;
+    }
+    return ret;
+}
+
+/*
  * Run the backend's load over @stream as the migration core does:
  * load_setup, load_state per section, load_cleanup, and when every
  * section loaded, the VM start (vmstate prepare and change).
@@ -1114,6 +1186,7 @@ static void run_load(const uint8_t opts[4], const uint8_t *stream, size_t len)
         .device_state = VFIO_DEVICE_STATE_RUNNING,
     };
     QEMUFile f = { .buf = stream, .len = len };
+    g_autoptr(GByteArray) loaded = g_byte_array_new();
     unsigned sections = (opts[3] & 7) + 1, i;
     Error *err = NULL;
     const VFIOMigrationOps *ops = &vfio_devstate_migration_ops;
@@ -1124,6 +1197,7 @@ static void run_load(const uint8_t opts[4], const uint8_t *stream, size_t len)
     int ret;
 
     fake_create(opts);
+    multifd = opts[3] & 8;
     fake.fail_at = opts[2];
     faults = fake.fail_at != 0;
     switchover_ack = !(opts[1] & 0x80);
@@ -1186,6 +1260,12 @@ static void run_load(const uint8_t opts[4], const uint8_t *stream, size_t len)
                  ds->load_dev_pos, ds->load_pos);
         }
     }
+    if (!ret && multifd) {
+        g_byte_array_append(loaded, stream, f.pos);
+        ret = run_load_buffers(ds, stream + f.pos, len - f.pos, loaded);
+    } else if (!ret) {
+        g_byte_array_append(loaded, stream, f.pos);
+    }
     if (!ret && ds->load_done) {
         g_autoptr(GByteArray) chunks = g_byte_array_new();
         g_autoptr(GByteArray) cfg = g_byte_array_new();
@@ -1199,7 +1279,7 @@ static void run_load(const uint8_t opts[4], const uint8_t *stream, size_t len)
             FAIL("load done without the device config");
         }
         /* The device got exactly the bytes of the stream, in order. */
-        reference_parse(stream, f.pos, chunks, cfg);
+        reference_parse(loaded->data, loaded->len, chunks, cfg);
         if (chunks->len != fake.rx->len || (chunks->len &&
             memcmp(chunks->data, fake.rx->data, chunks->len))) {
             FAIL("device memory differs from the stream (%u vs %u "
@@ -1387,13 +1467,67 @@ static void src_state(Src *src, bool pci_config)
     src_end(src);
 }
 
+/*
+ * Multifd transfer: a device state buffer, its be32 length (and last
+ * flag) filled in by src_buffer_end()
+ */
+static guint src_buffer_begin(Src *src)
+{
+    guint off = src->s->len;
+
+    qemu_put_be32(&src->f, 0);
+    return off;
+}
+
+static void src_buffer_end(Src *src, guint off, bool last)
+{
+    stl_be_p(src->s->data + off,
+             (src->s->len - off - 4) | (last ? 1u << 31 : 0));
+}
+
+/*
+ * vfio_ds_save_complete_precopy_thread(): a data buffer per chunk of data
+ * set @seq, from @from to its end
+ */
+static void src_buffers(Src *src, uint32_t seq, uint64_t size, uint64_t from,
+                        uint8_t fill)
+{
+    uint64_t pos;
+
+    for (pos = from; pos < size; pos += src->chunk) {
+        guint off = src_buffer_begin(src);
+
+        src_chunks(src, seq, size, pos, MIN(pos + src->chunk, size), fill);
+        src_end(src);
+        src_buffer_end(src, off, false);
+    }
+}
+
+/* ... and the last buffer: the device config, the PCI config if any */
+static void src_last_buffer(Src *src, uint32_t sets, uint64_t cfg,
+                            bool pci_config)
+{
+    guint off = src_buffer_begin(src);
+
+    src_config(src, sets, cfg);
+    src_state(src, pci_config);
+    src_buffer_end(src, off, true);
+}
+
+#define SECTIONS_MULTIFD 0x80   /* add_input(): multifd transfer */
+
 static void add_input(GPtrArray *inputs, const char *name, FuzzExpect expect,
                       uint8_t o0, uint8_t o1, uint8_t fail_at,
                       uint8_t sections, Src *src)
 {
-    uint8_t opts[4] = { o0, o1, fail_at, sections - 1 };
+    uint8_t opts[4] = {
+        o0, o1, fail_at,
+        ((sections & ~SECTIONS_MULTIFD) - 1) |
+        (sections & SECTIONS_MULTIFD ? 8 : 0)
+    };
     g_autoptr(GByteArray) all = g_byte_array_new();
 
+    sections &= ~SECTIONS_MULTIFD;
     assert(sections >= 1 && sections <= 8);
     g_byte_array_append(all, opts, 4);
     g_byte_array_append(all, src->s->data, src->s->len);
@@ -1437,6 +1571,199 @@ static void src_migration(Src *src, uint32_t caps, uint64_t cfg_region,
     src_config(src, src->sets, cfg);
     src_end(src);
     src_state(src, pci_config);
+}
+
+/*
+ * The same with multifd transfer: the first data set half in precopy, the
+ * rest of it and the second one in stop-and-copy, in data buffers; the
+ * complete and non-iterable sections only END_OF_STATE; the configs in
+ * the last buffer.  4 sections, then the buffers.
+ */
+static void src_migration_multifd(Src *src, uint32_t caps,
+                                  uint64_t cfg_region, bool version,
+                                  uint64_t set1, uint64_t set2, uint64_t cfg,
+                                  bool pci_config)
+{
+    uint64_t half = set1 > src->chunk ?
+                    QEMU_ALIGN_DOWN(set1 / 2, src->chunk) ?: src->chunk :
+                    set1;
+    bool mem = caps & VFIO_DEVICE_DATA_CAP_DEVICE_MEMORY;
+
+    src_setup(src, caps, cfg_region, version);
+    src_end(src);
+    if (mem) {
+        src->sets++;
+        src_chunks(src, src->sets, set1, 0, half, 0x11);
+    }
+    src_end(src);
+    src_end(src);               /* vfio_multifd_emit_dummy_eos() */
+    src_end(src);               /* the PCI config is in the last buffer */
+    if (mem) {
+        src_buffers(src, src->sets, set1, half, 0x11);
+        if (set2) {
+            src->sets++;
+            src_buffers(src, src->sets, set2, 0, 0x22);
+        }
+    }
+    src_last_buffer(src, src->sets, cfg, pci_config);
+}
+
+/*
+ * The 4 sections of a multifd migration of a device with 4 KiB of device
+ * memory whose precopy sent data set 1 of @set1 bytes (0: none)
+ */
+static void src_multifd_sections(Src *src, uint64_t set1)
+{
+    src_setup(src, VFIO_DEVICE_DATA_CAP_DEVICE_MEMORY, 256, true);
+    src_end(src);
+    if (set1) {
+        src_set(src, set1, 0x11);
+    }
+    src_end(src);
+    src_end(src);
+    src_end(src);
+}
+
+/* Multifd transfer: valid streams, then corrupt ones */
+static void fuzz_inputs_multifd(GPtrArray *inputs)
+{
+    static const struct {
+        const char *name;
+        uint8_t o0, o1;
+        uint64_t src_chunk, set1, set2, cfg;
+    } valid[] = {
+        { "multifd-rw-4k", 0x00, 0x05, 4096, 10000, 5000, 200 },
+        { "multifd-mmap-4k", 0x03, 0x05, 4096, 10000, 4096, 256 },
+        { "multifd-rechunk-64k-to-4k", 0x00, 0x05, 65536, 70000, 1, 1 },
+        { "multifd-short-xfer", 0x20, 0x0d, 3000, 9001, 17, 17 },
+        { "multifd-no-pci-config", 0x10, 0x05, 4096, 5000, 5000, 10 },
+        { "multifd-stop-copy-only", 0x00, 0x05, 4096, 4096, 8192, 8 },
+    };
+    const uint32_t mem = VFIO_DEVICE_DATA_CAP_DEVICE_MEMORY;
+    const uint8_t mf4 = SECTIONS_MULTIFD | 4;
+    Src src;
+    guint off;
+    unsigned i;
+
+    for (i = 0; i < ARRAY_SIZE(valid); i++) {
+        src_init(&src, valid[i].src_chunk);
+        src_migration_multifd(&src, mem, 256 << (i % 3), true,
+                              valid[i].set1, valid[i].set2, valid[i].cfg,
+                              !(valid[i].o0 & 0x10));
+        add_input(inputs, valid[i].name, FUZZ_EXPECT_ACCEPT, valid[i].o0,
+                  valid[i].o1, 0, mf4, &src);
+    }
+    src_init(&src, 0);          /* a device without device memory */
+    src_migration_multifd(&src, 0, 16, true, 0, 0, 16, true);
+    add_input(inputs, "multifd-config-only", FUZZ_EXPECT_ACCEPT, 0x08, 0x02,
+              0, mf4, &src);
+
+    /* The main channel's stream: its configs may not come there. */
+    src_init(&src, 4096);
+    src_migration(&src, mem, 256, true, 5000, 0, 0, 8, true);
+    add_input(inputs, "bad-multifd-config-on-main", FUZZ_EXPECT_REJECT, 0,
+              0x05, 0, SECTIONS_MULTIFD | 5, &src);
+
+    src_init(&src, 4096);       /* the header in a data buffer */
+    src_multifd_sections(&src, 4096);
+    off = src_buffer_begin(&src);
+    src_setup(&src, mem, 256, true);
+    src_end(&src);
+    src_buffer_end(&src, off, false);
+    src_last_buffer(&src, 1, 8, true);
+    add_input(inputs, "bad-multifd-header-in-buffer", FUZZ_EXPECT_REJECT, 0,
+              0x05, 0, mf4, &src);
+
+    src_init(&src, 4096);       /* a data buffer without END_OF_STATE */
+    src_multifd_sections(&src, 0);
+    off = src_buffer_begin(&src);
+    src_chunks(&src, 1, 4096, 0, 4096, 0x90);
+    src_buffer_end(&src, off, false);
+    src_last_buffer(&src, 1, 8, true);
+    add_input(inputs, "bad-multifd-no-end", FUZZ_EXPECT_REJECT, 0, 0x05, 0,
+              mf4, &src);
+
+    for (i = 0; i < 2; i++) {   /* an empty buffer (data NULL) */
+        src_init(&src, 4096);
+        src_multifd_sections(&src, 4096);
+        src_buffer_end(&src, src_buffer_begin(&src), i);
+        add_input(inputs, i ? "bad-multifd-last-empty" : "bad-multifd-empty",
+                  FUZZ_EXPECT_REJECT, 0, 0x05, 0, mf4, &src);
+    }
+
+    src_init(&src, 4096);       /* bytes after a data buffer's end */
+    src_multifd_sections(&src, 0);
+    off = src_buffer_begin(&src);
+    src_chunks(&src, 1, 4096, 0, 4096, 0x91);
+    src_end(&src);
+    qemu_put_be32(&src.f, 0);
+    src_buffer_end(&src, off, false);
+    src_last_buffer(&src, 1, 8, true);
+    add_input(inputs, "bad-multifd-trailing", FUZZ_EXPECT_REJECT, 0, 0x05,
+              0, mf4, &src);
+
+    src_init(&src, 4096);       /* a chunk longer than its buffer */
+    src_multifd_sections(&src, 0);
+    off = src_buffer_begin(&src);
+    src_chunks(&src, 1, 4096, 0, 4096, 0x92);
+    src_end(&src);
+    g_byte_array_set_size(src.s, src.s->len - 100);
+    src_buffer_end(&src, off, false);
+    src_last_buffer(&src, 1, 8, true);
+    add_input(inputs, "bad-multifd-chunk-cut", FUZZ_EXPECT_REJECT, 0, 0x05,
+              0, mf4, &src);
+
+    src_init(&src, 4096);       /* the device config in a data buffer */
+    src_multifd_sections(&src, 4096);
+    off = src_buffer_begin(&src);
+    src_config(&src, 1, 8);
+    src_end(&src);
+    src_buffer_end(&src, off, false);
+    src_last_buffer(&src, 1, 8, true);
+    add_input(inputs, "bad-multifd-config-in-data", FUZZ_EXPECT_REJECT, 0,
+              0x05, 0, mf4, &src);
+
+    src_init(&src, 4096);       /* a chunk in the last buffer */
+    src_multifd_sections(&src, 0);
+    off = src_buffer_begin(&src);
+    src_chunks(&src, 1, 4096, 0, 4096, 0x93);
+    src_config(&src, 1, 8);
+    src_state(&src, true);
+    src_buffer_end(&src, off, true);
+    add_input(inputs, "bad-multifd-chunk-in-last", FUZZ_EXPECT_REJECT, 0,
+              0x05, 0, mf4, &src);
+
+    src_init(&src, 4096);       /* no last buffer */
+    src_multifd_sections(&src, 0);
+    src_buffers(&src, 1, 10000, 0, 0x94);
+    add_input(inputs, "bad-multifd-no-last", FUZZ_EXPECT_REJECT, 0, 0x05, 0,
+              mf4, &src);
+
+    src_init(&src, 4096);       /* a last buffer without the PCI config */
+    src_multifd_sections(&src, 4096);
+    src_last_buffer(&src, 1, 8, false);
+    add_input(inputs, "bad-multifd-last-incomplete", FUZZ_EXPECT_REJECT, 0,
+              0x05, 0, mf4, &src);
+
+    src_init(&src, 4096);       /* bytes after the last buffer's end */
+    src_multifd_sections(&src, 4096);
+    off = src_buffer_begin(&src);
+    src_config(&src, 1, 8);
+    src_state(&src, true);
+    qemu_put_byte(&src.f, 0);
+    src_buffer_end(&src, off, true);
+    add_input(inputs, "bad-multifd-last-trailing", FUZZ_EXPECT_REJECT, 0,
+              0x05, 0, mf4, &src);
+
+    for (i = 0; i < 2; i++) {   /* a device access fails */
+        static const uint8_t at[] = { 9, 16 };
+        g_autofree char *name = g_strdup_printf("bad-multifd-eio-%u", at[i]);
+
+        src_init(&src, 4096);
+        src_migration_multifd(&src, mem, 256, true, 10000, 4096, 200, true);
+        add_input(inputs, name, FUZZ_EXPECT_REJECT, 0, 0x05, at[i], mf4,
+                  &src);
+    }
 }
 
 GPtrArray *fuzz_inputs(void)
@@ -1654,6 +1981,7 @@ GPtrArray *fuzz_inputs(void)
         src_migration(&src, mem, 256, true, 10000, 4096, 100, 200, true);
         add_input(inputs, name, FUZZ_EXPECT_REJECT, 0, 0x05, at[i], 5, &src);
     }
+    fuzz_inputs_multifd(inputs);
     return inputs;
 }
 
