@@ -11,11 +11,16 @@
 #include "libqtest.h"
 #include "libqos/pci-pc.h"
 #include "hw/pci/pci_regs.h"
+#include "qemu/units.h"
 #include "qobject/qdict.h"
 #include "qobject/qlist.h"
 #include "vfio-user-devstate-util.h"
 
 #define DMA_GPA 0x1000000
+
+/* Guest RAM where the MSI-X vector writes its message */
+#define MSIX_ADDR (112 * MiB)
+#define MSIX_DATA 0x5a5a1234
 
 static QTestState *start_qemu(DevstateServer *srv)
 {
@@ -199,6 +204,138 @@ static void test_no_interface_realize_error(void)
     devstate_server_stop(bad);
 }
 
+/* The status of the migration once it has ended */
+static char *wait_migration(QTestState *qts)
+{
+    int i;
+
+    for (i = 0; i < 3000; i++) {
+        g_autoptr(QDict) rsp = qtest_qmp(qts, "{'execute': 'query-migrate'}");
+        QDict *ret = qdict_get_qdict(rsp, "return");
+        const char *st = qdict_get_try_str(ret, "status");
+
+        if (st && (!strcmp(st, "completed") || !strcmp(st, "failed") ||
+                   !strcmp(st, "cancelled"))) {
+            return g_strdup(st);
+        }
+        g_usleep(10 * 1000);
+    }
+    g_assert_not_reached();
+}
+
+/*
+ * Hot-unplug of a device whose MSI-X vector is enabled and firing and
+ * whose DMA engine is writing guest RAM: the guest ejects it (ACPI PCI
+ * hotplug of the pc machine), its connection closes (the server exits by
+ * itself), QEMU runs on and migrates without it (its migration handlers
+ * went with it), and a new device plugs into the same VM and works.
+ */
+static void test_unplug(void)
+{
+    DevstateServer *srv = devstate_server_start("--mem-size 8M --start");
+    DevstateServer *srv2 = devstate_server_start("--mem-size 8M");
+    g_autofree char *dir = g_dir_make_tmp("vfio-user-devstate-XXXXXX", NULL);
+    g_autofree char *file = g_strdup_printf("%s/state", dir);
+    g_autofree char *uri = g_strdup_printf("file:%s", file);
+    g_autofree char *st = NULL;
+    g_autofree char *status = NULL;
+    QTestState *qts;
+    QPCIBus *bus;
+    QPCIDevice *dev = NULL;
+    QPCIBar bar0;
+    uint64_t off;
+    int i;
+
+    /* No vapic: its option ROM is not part of the build. */
+    qts = qtest_initf("-machine pc -m 128M -global apic-common.vapic=off "
+                      "-object memory-backend-memfd,id=mem,size=128M "
+                      "-machine memory-backend=mem "
+                      "-device '{\"driver\": \"vfio-user-pci\", "
+                      "\"id\": \"devstate0\", \"addr\": \"0x4\", "
+                      "\"socket\": {\"type\": \"unix\", "
+                      "\"path\": \"%s\"}}'", srv->sock);
+    bus = qpci_new_pc(qts, NULL);
+    qpci_device_foreach(bus, DEVSTATE_PCI_VENDOR_ID, DEVSTATE_PCI_DEVICE_ID,
+                        save_fn, &dev);
+    g_assert_nonnull(dev);
+    qpci_device_enable(dev);
+    bar0 = qpci_iomap(dev, 0, NULL);
+
+    /* Vector 0 of MSI-X writes MSIX_DATA to MSIX_ADDR */
+    qpci_msix_enable(dev);
+    off = dev->msix_table_off;
+    qpci_io_writel(dev, dev->msix_table_bar, off + PCI_MSIX_ENTRY_LOWER_ADDR,
+                   MSIX_ADDR);
+    qpci_io_writel(dev, dev->msix_table_bar, off + PCI_MSIX_ENTRY_UPPER_ADDR,
+                   0);
+    qpci_io_writel(dev, dev->msix_table_bar, off + PCI_MSIX_ENTRY_DATA,
+                   MSIX_DATA);
+    qpci_io_writel(dev, dev->msix_table_bar,
+                   off + PCI_MSIX_ENTRY_VECTOR_CTRL, 0);
+    qtest_writel(qts, MSIX_ADDR, 0);
+    qpci_io_writel(dev, bar0, DEVSTATE_REG_IRQ, 0);
+    for (i = 0; i < 500 && qtest_readl(qts, MSIX_ADDR) != MSIX_DATA; i++) {
+        g_usleep(10 * 1000);
+    }
+    g_assert_cmphex(qtest_readl(qts, MSIX_ADDR), ==, MSIX_DATA);
+
+    /* DMA with an interrupt after every pass, still running at the eject */
+    qpci_io_writel(dev, bar0, DEVSTATE_REG_DMA_ADDR_LO, DMA_GPA);
+    qpci_io_writel(dev, bar0, DEVSTATE_REG_DMA_ADDR_HI, 0);
+    qpci_io_writel(dev, bar0, DEVSTATE_REG_DMA_PAGES, 4);
+    qpci_io_writel(dev, bar0, DEVSTATE_REG_DMA_RATE, 10000);
+    qpci_io_writel(dev, bar0, DEVSTATE_REG_CTRL,
+                   DEVSTATE_CTRL_DMA | DEVSTATE_CTRL_DMA_IRQ);
+    for (i = 0; i < 500 &&
+         qpci_io_readl(dev, bar0, DEVSTATE_REG_DMA_PASSES) < 2; i++) {
+        g_usleep(10 * 1000);
+    }
+    g_assert_cmpint(qpci_io_readl(dev, bar0, DEVSTATE_REG_DMA_PASSES), >=, 2);
+    qpci_iounmap(dev, dev->msix_table_bar);
+    qpci_iounmap(dev, bar0);
+    g_free(dev);
+    dev = NULL;
+
+    qpci_unplug_acpi_device_test(qts, "devstate0", 4);
+    g_assert_false(find_in_query_pci(qts));
+    /* Its connection is gone: the server exits by itself. */
+    g_assert_cmpint(devstate_server_wait(srv, 5000), ==, 0);
+
+    /* The VM migrates without it. */
+    qtest_qmp_assert_success(qts, "{'execute': 'migrate', 'arguments': "
+                             "{'uri': %s}}", uri);
+    st = wait_migration(qts);
+    g_assert_cmpstr(st, ==, "completed");
+    qtest_qmp_assert_success(qts, "{'execute': 'cont'}");
+
+    /* A new device plugs in and works. */
+    qtest_qmp_assert_success(qts, "{'execute': 'device_add', 'arguments': "
+                             "{'driver': 'vfio-user-pci', 'id': 'devstate0', "
+                             "'addr': '0x5', "
+                             "'socket': {'type': 'unix', 'path': %s}}}",
+                             srv2->sock);
+    g_assert_true(find_in_query_pci(qts));
+    qpci_device_foreach(bus, DEVSTATE_PCI_VENDOR_ID, DEVSTATE_PCI_DEVICE_ID,
+                        save_fn, &dev);
+    g_assert_nonnull(dev);
+    qpci_device_enable(dev);
+    bar0 = qpci_iomap(dev, 0, NULL);
+    g_assert_cmphex(qpci_io_readl(dev, bar0, DEVSTATE_REG_ID), ==,
+                    DEVSTATE_ID_MAGIC);
+    status = devstate_server_cmd(srv2, "status");
+    g_assert_nonnull(strstr(status, "connected=1"));
+
+    qpci_iounmap(dev, bar0);
+    g_free(dev);
+    qpci_free_pc(bus);
+    qtest_quit(qts);
+    g_assert_cmpint(devstate_server_wait(srv2, 5000), ==, 0);
+    devstate_server_stop(srv2);
+    devstate_server_stop(srv);
+    unlink(file);
+    rmdir(dir);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -216,5 +353,6 @@ int main(int argc, char **argv)
                    test_no_interface_blocker);
     qtest_add_func("/vfio-user-devstate/no-interface/realize-error",
                    test_no_interface_realize_error);
+    qtest_add_func("/vfio-user-devstate/unplug", test_unplug);
     return g_test_run();
 }
