@@ -666,24 +666,6 @@ typedef struct FaultCase {
     const char *expect;         /* in the source's error, if set */
 } FaultCase;
 
-/* Guest RAM where the MSI-X vector writes its message */
-#define MSIX_ADDR       (112 * MiB)
-#define MSIX_DATA       0x5a5a1234
-
-/* Raise one interrupt (vector 0) and wait for its message in guest RAM. */
-static void assert_msix_fires(QTestState *qts, QPCIDevice *dev, QPCIBar bar0)
-{
-    int i;
-
-    qtest_writel(qts, MSIX_ADDR, 0);
-    qpci_io_writel(dev, bar0, DEVSTATE_REG_IRQ, 0);
-    for (i = 0; i < 500 && qtest_readl(qts, MSIX_ADDR) != MSIX_DATA; i++) {
-        g_usleep(10 * 1000);
-    }
-    g_assert_cmphex(qtest_readl(qts, MSIX_ADDR), ==, MSIX_DATA);
-    qtest_writel(qts, MSIX_ADDR, 0);
-}
-
 /*
  * The MSI-X vector the guest programmed before the migration fires on
  * the destination: the PCI config (MSI-X enable, the emulated table)
@@ -696,24 +678,14 @@ static void test_msix(void)
     QPCIBus *sbus, *dbus;
     QPCIDevice *sdev, *ddev;
     QPCIBar sbar, dbar;
-    uint64_t off;
 
     if (skip_in_kernel_mode("the sample driver has no MSI-X capability")) {
         return;
     }
     mig_start(&m, "--mem-size 8M --start", "--mem-size 8M", NULL, true);
     sdev = open_dev(m.src.qts, &sbus, &sbar);
-    qpci_msix_enable(sdev);
-    off = sdev->msix_table_off;
-    qpci_io_writel(sdev, sdev->msix_table_bar, off + PCI_MSIX_ENTRY_LOWER_ADDR,
-                   MSIX_ADDR);
-    qpci_io_writel(sdev, sdev->msix_table_bar, off + PCI_MSIX_ENTRY_UPPER_ADDR,
-                   0);
-    qpci_io_writel(sdev, sdev->msix_table_bar, off + PCI_MSIX_ENTRY_DATA,
-                   MSIX_DATA);
-    qpci_io_writel(sdev, sdev->msix_table_bar,
-                   off + PCI_MSIX_ENTRY_VECTOR_CTRL, 0);
-    assert_msix_fires(m.src.qts, sdev, sbar);
+    devstate_msix_setup(sdev);
+    devstate_msix_assert_fires(m.src.qts, sdev, sbar);
 
     mig_go(&m);
     st = mig_wait(m.src.qts, NULL);
@@ -722,8 +694,8 @@ static void test_msix(void)
     assert_state(m.dst.srv, "RUNNING");
     /* Same BAR layout as the source: libqos assigns the same addresses */
     ddev = open_dev(m.dst.qts, &dbus, &dbar);
-    g_assert_cmphex(qtest_readl(m.dst.qts, MSIX_ADDR), ==, 0);
-    assert_msix_fires(m.dst.qts, ddev, dbar);
+    g_assert_cmphex(qtest_readl(m.dst.qts, DEVSTATE_MSIX_ADDR), ==, 0);
+    devstate_msix_assert_fires(m.dst.qts, ddev, dbar);
     g_assert_true(log_has(m.dst.srv, "MSI-X vector 0"));
 
     close_dev(ddev, dbus, dbar);

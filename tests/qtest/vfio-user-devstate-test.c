@@ -11,16 +11,11 @@
 #include "libqtest.h"
 #include "libqos/pci-pc.h"
 #include "hw/pci/pci_regs.h"
-#include "qemu/units.h"
 #include "qobject/qdict.h"
 #include "qobject/qlist.h"
 #include "vfio-user-devstate-util.h"
 
 #define DMA_GPA 0x1000000
-
-/* Guest RAM where the MSI-X vector writes its message */
-#define MSIX_ADDR (112 * MiB)
-#define MSIX_DATA 0x5a5a1234
 
 static QTestState *start_qemu(DevstateServer *srv)
 {
@@ -243,7 +238,6 @@ static void test_unplug(void)
     QPCIBus *bus;
     QPCIDevice *dev = NULL;
     QPCIBar bar0;
-    uint64_t off;
     int i;
 
     /* No vapic: its option ROM is not part of the build. */
@@ -261,23 +255,8 @@ static void test_unplug(void)
     qpci_device_enable(dev);
     bar0 = qpci_iomap(dev, 0, NULL);
 
-    /* Vector 0 of MSI-X writes MSIX_DATA to MSIX_ADDR */
-    qpci_msix_enable(dev);
-    off = dev->msix_table_off;
-    qpci_io_writel(dev, dev->msix_table_bar, off + PCI_MSIX_ENTRY_LOWER_ADDR,
-                   MSIX_ADDR);
-    qpci_io_writel(dev, dev->msix_table_bar, off + PCI_MSIX_ENTRY_UPPER_ADDR,
-                   0);
-    qpci_io_writel(dev, dev->msix_table_bar, off + PCI_MSIX_ENTRY_DATA,
-                   MSIX_DATA);
-    qpci_io_writel(dev, dev->msix_table_bar,
-                   off + PCI_MSIX_ENTRY_VECTOR_CTRL, 0);
-    qtest_writel(qts, MSIX_ADDR, 0);
-    qpci_io_writel(dev, bar0, DEVSTATE_REG_IRQ, 0);
-    for (i = 0; i < 500 && qtest_readl(qts, MSIX_ADDR) != MSIX_DATA; i++) {
-        g_usleep(10 * 1000);
-    }
-    g_assert_cmphex(qtest_readl(qts, MSIX_ADDR), ==, MSIX_DATA);
+    devstate_msix_setup(dev);
+    devstate_msix_assert_fires(qts, dev, bar0);
 
     /* DMA with an interrupt after every pass, still running at the eject */
     qpci_io_writel(dev, bar0, DEVSTATE_REG_DMA_ADDR_LO, DMA_GPA);

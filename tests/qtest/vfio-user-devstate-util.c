@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 
 #include "libqtest.h"
+#include "hw/pci/pci_regs.h"
 #include "vfio-user-devstate-util.h"
 
 const char *devstate_server_binary(void)
@@ -456,4 +457,36 @@ void devstate_server_stop(DevstateServer *srv)
     g_free(srv->ctl);
     g_free(srv->log);
     g_free(srv);
+}
+
+void devstate_msix_setup(QPCIDevice *dev)
+{
+    uint64_t off;
+
+    qpci_msix_enable(dev);
+    off = dev->msix_table_off;
+    qpci_io_writel(dev, dev->msix_table_bar, off + PCI_MSIX_ENTRY_LOWER_ADDR,
+                   DEVSTATE_MSIX_ADDR);
+    qpci_io_writel(dev, dev->msix_table_bar, off + PCI_MSIX_ENTRY_UPPER_ADDR,
+                   0);
+    qpci_io_writel(dev, dev->msix_table_bar, off + PCI_MSIX_ENTRY_DATA,
+                   DEVSTATE_MSIX_DATA);
+    qpci_io_writel(dev, dev->msix_table_bar,
+                   off + PCI_MSIX_ENTRY_VECTOR_CTRL, 0);
+}
+
+void devstate_msix_assert_fires(QTestState *qts, QPCIDevice *dev,
+                                QPCIBar bar0)
+{
+    int i;
+
+    qtest_writel(qts, DEVSTATE_MSIX_ADDR, 0);
+    qpci_io_writel(dev, bar0, DEVSTATE_REG_IRQ, 0);
+    for (i = 0; i < 500 &&
+         qtest_readl(qts, DEVSTATE_MSIX_ADDR) != DEVSTATE_MSIX_DATA; i++) {
+        g_usleep(10 * 1000);
+    }
+    g_assert_cmphex(qtest_readl(qts, DEVSTATE_MSIX_ADDR), ==,
+                    DEVSTATE_MSIX_DATA);
+    qtest_writel(qts, DEVSTATE_MSIX_ADDR, 0);
 }

@@ -12,6 +12,7 @@
 #define VFIO_USER_DEVSTATE_UTIL_H
 
 #include "../vfio-user-devstate/devstate-regs.h"
+#include "libqos/pci.h"
 
 typedef struct DevstateServer {
     pid_t pid;
@@ -86,5 +87,23 @@ int devstate_server_wait(DevstateServer *srv, int timeout_ms);
  * kernel mode, remove the instance (its VM must have quit)
  */
 void devstate_server_stop(DevstateServer *srv);
+
+/* Guest RAM where the MSI-X vector of devstate_msix_setup() writes */
+#define DEVSTATE_MSIX_ADDR  (112 * 1024 * 1024)
+#define DEVSTATE_MSIX_DATA  0x5a5a1234
+
+/*
+ * Enable MSI-X on @dev and program its vector 0 to write
+ * DEVSTATE_MSIX_DATA to DEVSTATE_MSIX_ADDR.  The table BAR stays mapped
+ * (dev->msix_table_bar) until qpci_iounmap().
+ */
+void devstate_msix_setup(QPCIDevice *dev);
+
+/*
+ * Raise vector 0 through the device's IRQ register in @bar0 and wait for
+ * its message in guest RAM (then cleared)
+ */
+void devstate_msix_assert_fires(QTestState *qts, QPCIDevice *dev,
+                                QPCIBar bar0);
 
 #endif /* VFIO_USER_DEVSTATE_UTIL_H */
