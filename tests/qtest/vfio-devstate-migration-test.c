@@ -1422,6 +1422,41 @@ static void test_kill_dst_server(void)
 }
 
 /*
+ * The destination's server hangs (SIGSTOP) while QEMU writes it chunks
+ * of device memory through the data region (no mmap: a region write of
+ * up to 1 MiB, larger than the socket's buffer, so the socket takes the
+ * message in parts): the request times out (x-msg-timeout), a message
+ * the socket took only in part shuts the connection down rather than
+ * leave half of it on the wire, the load fails and the source runs on.
+ */
+static void test_stall_dst_server(void)
+{
+    Mig m = { 0 };
+    g_autofree char *st = NULL;
+    g_autofree char *dst_opts = g_strdup_printf("%s --no-mmap", dst_mem());
+
+    if (skip_in_kernel_mode("a kernel device has no server process to "
+                            "stop")) {
+        return;
+    }
+    mig_start(&m, live_opts(true), dst_opts,
+              "-incoming defer -S -global vfio-user-pci.x-msg-timeout=500",
+              true);
+    qtest_qmp_assert_success(m.src.qts,
+        "{'execute': 'migrate-set-parameters', 'arguments': "
+        "{'max-bandwidth': %d}}", (int)(16 * MiB));
+    mig_go(&m);
+    wait_log(m.dst.srv, "device_memory.size");
+    kill(m.dst.srv->pid, SIGSTOP);
+    qtest_set_expected_status(m.dst.qts, EXIT_FAILURE);
+    st = mig_wait(m.src.qts, NULL);
+    kill(m.dst.srv->pid, SIGCONT);
+    g_assert_cmpstr(st, ==, "failed");
+    assert_source_recovered(&m, dst_mem());
+    mig_end(&m);
+}
+
+/*
  * The source's device is gone: the migration fails with an error and the
  * VM runs on without it; QEMU neither hangs nor crashes, and a second
  * migration fails cleanly too.
@@ -1508,6 +1543,8 @@ int main(int argc, char **argv)
                    test_kill_dst_server);
     qtest_add_func("/vfio-devstate/migration/kill/src-server",
                    test_kill_src_server);
+    qtest_add_func("/vfio-devstate/migration/stall/dst-server",
+                   test_stall_dst_server);
     ADD_CASES("fault", faults, test_fault);
     qtest_add_func("/vfio-devstate/migration/two-devices", test_two_devices);
     qtest_add_func("/vfio-devstate/migration/migration-events",
