@@ -281,10 +281,35 @@ static char *mig_wait(QTestState *qts, char **err)
     g_assert_not_reached();
 }
 
+/*
+ * Start a migration from @qts to @uri.  Right after a failed one the core
+ * may still be cleaning that up: its status reads "failed" before the
+ * cleanup unregisters its yank instance, and until then a new migration
+ * is refused with "duplicate yank instance".  Try again until it is done.
+ */
+static void migrate_to(QTestState *qts, const char *uri)
+{
+    int i;
+
+    for (i = 0; i < 500; i++) {
+        g_autoptr(QDict) rsp = qtest_qmp(qts, "{'execute': 'migrate', "
+                                         "'arguments': {'uri': %s}}", uri);
+        QDict *err = qdict_get_qdict(rsp, "error");
+
+        if (!err) {
+            g_assert_true(qdict_haskey(rsp, "return"));
+            return;
+        }
+        g_assert_cmpstr(qdict_get_try_str(err, "desc"), ==,
+                        "duplicate yank instance");
+        g_usleep(10 * 1000);
+    }
+    g_assert_not_reached();
+}
+
 static void mig_go(Mig *m)
 {
-    qtest_qmp_assert_success(m->src.qts,
-        "{'execute': 'migrate', 'arguments': {'uri': %s}}", m->uri);
+    migrate_to(m->src.qts, m->uri);
 }
 
 /* Device-state arcs of a device, from its log, as "A -> B,C -> D" */
@@ -504,10 +529,6 @@ static void test_paused_source(void)
     mig_end(&m);
 }
 
-/*
- * After a failed migration: the source VM runs, its device is RUNNING and
- * working, and a second migration to a fresh destination succeeds.
- */
 /* After a failed migration: the source VM runs, its device is RUNNING */
 static void assert_source_running(Mig *m)
 {
@@ -523,6 +544,10 @@ static void assert_source_running(Mig *m)
     assert_device_works(m->src.srv);
 }
 
+/*
+ * After a failed migration: the source VM runs, its device is RUNNING and
+ * working, and a second migration to a fresh destination succeeds.
+ */
 static void assert_source_recovered(Mig *m, const char *dst_opts)
 {
     Mig again = { 0 };
@@ -544,8 +569,7 @@ static void assert_source_recovered(Mig *m, const char *dst_opts)
     qtest_qmp_assert_success(m->src.qts,
         "{'execute': 'migrate-set-parameters', 'arguments': "
         "{'max-bandwidth': %" PRIu64 "}}", (uint64_t)10 * GiB);
-    qtest_qmp_assert_success(m->src.qts,
-        "{'execute': 'migrate', 'arguments': {'uri': %s}}", again.uri);
+    migrate_to(m->src.qts, again.uri);
     st = mig_wait(m->src.qts, &err);
     g_assert_cmpstr(st, ==, "completed");
     sdig = devstate_server_digest(m->src.srv);
@@ -1481,8 +1505,7 @@ static void test_kill_src_server(void)
     g_assert_cmpstr(qdict_get_try_str(rsp, "status"), ==, "running");
     qobject_unref(rsp);
 
-    qtest_qmp_assert_success(m.src.qts,
-        "{'execute': 'migrate', 'arguments': {'uri': %s}}", m.uri);
+    migrate_to(m.src.qts, m.uri);
     st2 = mig_wait(m.src.qts, &err2);
     g_assert_cmpstr(st2, ==, "failed");
     qtest_set_expected_status(m.dst.qts, EXIT_FAILURE);
