@@ -251,36 +251,6 @@ static void assert_device_works(DevstateServer *srv)
     g_assert_not_reached();
 }
 
-static char *mig_status(QTestState *qts, char **err)
-{
-    QDict *rsp = qtest_qmp_assert_success_ref(qts,
-                                              "{'execute': 'query-migrate'}");
-    char *st = g_strdup(qdict_get_try_str(rsp, "status"));
-
-    if (err) {
-        *err = g_strdup(qdict_get_try_str(rsp, "error-desc"));
-    }
-    qobject_unref(rsp);
-    return st;
-}
-
-/* Wait until the source's migration is no longer in progress. */
-static char *mig_wait(QTestState *qts, char **err)
-{
-    int i;
-
-    for (i = 0; i < 3000; i++) {
-        g_autofree char *st = mig_status(qts, NULL);
-
-        if (!strcmp(st, "completed") || !strcmp(st, "failed") ||
-            !strcmp(st, "cancelled")) {
-            return mig_status(qts, err);
-        }
-        g_usleep(20 * 1000);
-    }
-    g_assert_not_reached();
-}
-
 /*
  * Start a migration from @qts to @uri.  Right after a failed one the core
  * may still be cleaning that up: its status reads "failed" before the
@@ -396,7 +366,7 @@ static void do_live(bool mmap, const char *xfer)
         "{'max-bandwidth': %d, 'downtime-limit': 1000}}", (int)(64 * MiB));
     dma_before = status_u64(m.src.srv, "dma_count");
     mig_go(&m);
-    st = mig_wait(m.src.qts, &err);
+    st = devstate_mig_wait(m.src.qts, &err);
     g_assert_cmpstr(st, ==, "completed");
     dma_after = status_u64(m.src.srv, "dma_count");
     /* The device wrote guest RAM during the migration */
@@ -519,7 +489,7 @@ static void test_paused_source(void)
     mig_start_full(&m, "--mem-size 16M --start", "-S", "--mem-size 16M",
                    NULL, true);
     mig_go(&m);
-    st = mig_wait(m.src.qts, &err);
+    st = devstate_mig_wait(m.src.qts, &err);
     g_assert_cmpstr(st, ==, "completed");
     sdig = devstate_server_digest(m.src.srv);
     ddig = devstate_server_digest(m.dst.srv);
@@ -570,7 +540,7 @@ static void assert_source_recovered(Mig *m, const char *dst_opts)
         "{'execute': 'migrate-set-parameters', 'arguments': "
         "{'max-bandwidth': %" PRIu64 "}}", (uint64_t)10 * GiB);
     migrate_to(m->src.qts, again.uri);
-    st = mig_wait(m->src.qts, &err);
+    st = devstate_mig_wait(m->src.qts, &err);
     g_assert_cmpstr(st, ==, "completed");
     sdig = devstate_server_digest(m->src.srv);
     ddig = devstate_server_digest(again.dst.srv);
@@ -606,7 +576,7 @@ static void test_cancel_precopy(void)
     }
     g_assert_true(log_has(m.src.srv, "data set opened"));
     qtest_qmp_assert_success(m.src.qts, "{'execute': 'migrate_cancel'}");
-    st = mig_wait(m.src.qts, NULL);
+    st = devstate_mig_wait(m.src.qts, NULL);
     g_assert_cmpstr(st, ==, "cancelled");
     qtest_set_expected_status(m.dst.qts, EXIT_FAILURE);
     assert_source_recovered(&m, dst_mem());
@@ -632,7 +602,7 @@ static void test_cancel_stop_copy(void)
     mig_go(&m);
     for (i = 0; i < 3000; i++) {
         g_free(st);
-        st = mig_status(m.src.qts, NULL);
+        st = devstate_mig_status(m.src.qts, NULL);
         if (!strcmp(st, "pre-switchover")) {
             break;
         }
@@ -642,7 +612,7 @@ static void test_cancel_stop_copy(void)
     assert_state(m.src.srv, "STOP|LOGGING");
     qtest_qmp_assert_success(m.src.qts, "{'execute': 'migrate_cancel'}");
     g_free(st);
-    st = mig_wait(m.src.qts, NULL);
+    st = devstate_mig_wait(m.src.qts, NULL);
     g_assert_cmpstr(st, ==, "cancelled");
     qtest_set_expected_status(m.dst.qts, EXIT_FAILURE);
     qtest_qmp_assert_success(m.src.qts,
@@ -672,7 +642,7 @@ static void test_incompatible(void)
     mig_start(&m, live_opts(true), dopts, NULL, true);
     qtest_set_expected_status(m.dst.qts, EXIT_FAILURE);
     mig_go(&m);
-    st = mig_wait(m.src.qts, &err);
+    st = devstate_mig_wait(m.src.qts, &err);
     g_assert_cmpstr(st, ==, "failed");
     /* Refused before any device data, and the source never stopped */
     g_assert_true(log_has(m.dst.srv, "refused"));
@@ -712,7 +682,7 @@ static void test_msix(void)
     devstate_msix_assert_fires(m.src.qts, sdev, sbar);
 
     mig_go(&m);
-    st = mig_wait(m.src.qts, NULL);
+    st = devstate_mig_wait(m.src.qts, NULL);
     g_assert_cmpstr(st, ==, "completed");
     qtest_qmp_assert_success(m.dst.qts, "{'execute': 'cont'}");
     assert_state(m.dst.srv, "RUNNING");
@@ -760,7 +730,7 @@ static void test_reset_behind_qemu(void)
         "{'execute': 'migrate-set-parameters', 'arguments': "
         "{'max-bandwidth': %" PRIu64 "}}", (uint64_t)10 * GiB);
     qtest_set_expected_status(m.dst.qts, EXIT_FAILURE);
-    st = mig_wait(m.src.qts, &err);
+    st = devstate_mig_wait(m.src.qts, &err);
     g_assert_cmpstr(st, ==, "failed");
     g_test_message("error-desc: %s", err);
     g_assert_nonnull(strstr(err, "logging session ended"));
@@ -790,7 +760,7 @@ static void do_fault(const void *opaque)
     mig_start(&m, sopts, dopts, NULL, true);
     qtest_set_expected_status(m.dst.qts, EXIT_FAILURE);
     mig_go(&m);
-    st = mig_wait(m.src.qts, &err);
+    st = devstate_mig_wait(m.src.qts, &err);
     g_assert_cmpstr(st, ==, "failed");
     if (fc->expect) {
         g_test_message("error-desc: %s", err);
@@ -859,7 +829,7 @@ static char *save_to_file(const char *path, const char *dev_opts)
 
     qtest_qmp_assert_success(qts,
         "{'execute': 'migrate', 'arguments': {'uri': %s}}", uri);
-    st = mig_wait(qts, NULL);
+    st = devstate_mig_wait(qts, NULL);
     g_assert_cmpstr(st, ==, "completed");
     digest = devstate_server_digest(srv);
     qtest_quit(qts);
@@ -887,7 +857,7 @@ static QTestState *incoming_from_file(DevstateServer *srv, const char *path)
         "{'execute': 'migrate-incoming', 'arguments': "
         "{'uri': %s, 'exit-on-error': false}}", uri);
     for (i = 0; i < 1000; i++) {
-        g_autofree char *st = mig_status(qts, NULL);
+        g_autofree char *st = devstate_mig_status(qts, NULL);
 
         if (!strcmp(st, "completed") || !strcmp(st, "failed")) {
             break;
@@ -902,7 +872,7 @@ static char *load_from_file(const char *path, const char *dev_opts,
 {
     DevstateServer *srv = devstate_server_start(dev_opts);
     QTestState *qts = incoming_from_file(srv, path);
-    char *st = mig_status(qts, err);
+    char *st = devstate_mig_status(qts, err);
 
     *digest = devstate_server_digest(srv);
     if (strcmp(st, "completed")) {
@@ -1257,7 +1227,7 @@ static void do_two_devices(const void *unused)
         "{'execute': 'migrate-incoming', 'arguments': {'uri': %s}}", uri);
     qtest_qmp_assert_success(src,
         "{'execute': 'migrate', 'arguments': {'uri': %s}}", uri);
-    st = mig_wait(src, NULL);
+    st = devstate_mig_wait(src, NULL);
     g_assert_cmpstr(st, ==, "completed");
     a1 = devstate_server_digest(s1);
     a2 = devstate_server_digest(d1);
@@ -1365,7 +1335,7 @@ static void test_migration_events(void)
                    "-global vfio-pci.migration-events=on", dst_mem(), NULL,
                    true);
     mig_go(&m);
-    st = mig_wait(m.src.qts, &err);
+    st = devstate_mig_wait(m.src.qts, &err);
     g_assert_cmpstr(st, ==, "completed");
     while ((ev = qtest_qmp_event_ref(m.src.qts, "VFIO_MIGRATION"))) {
         QDict *data = qdict_get_qdict(ev, "data");
@@ -1419,7 +1389,7 @@ static void test_kill_dst_qemu(void)
 
     mig_go_slow(&m, true);
     qtest_kill_qemu(m.dst.qts);
-    st = mig_wait(m.src.qts, NULL);
+    st = devstate_mig_wait(m.src.qts, NULL);
     g_assert_cmpstr(st, ==, "failed");
     assert_source_recovered(&m, dst_mem());
     mig_end(&m);
@@ -1439,7 +1409,7 @@ static void test_kill_dst_server(void)
     wait_log(m.dst.srv, "device_memory.size");
     kill(m.dst.srv->pid, SIGKILL);
     qtest_set_expected_status(m.dst.qts, EXIT_FAILURE);
-    st = mig_wait(m.src.qts, NULL);
+    st = devstate_mig_wait(m.src.qts, NULL);
     g_assert_cmpstr(st, ==, "failed");
     assert_source_recovered(&m, dst_mem());
     mig_end(&m);
@@ -1473,7 +1443,7 @@ static void test_stall_dst_server(void)
     wait_log(m.dst.srv, "device_memory.size");
     kill(m.dst.srv->pid, SIGSTOP);
     qtest_set_expected_status(m.dst.qts, EXIT_FAILURE);
-    st = mig_wait(m.src.qts, NULL);
+    st = devstate_mig_wait(m.src.qts, NULL);
     kill(m.dst.srv->pid, SIGCONT);
     g_assert_cmpstr(st, ==, "failed");
     assert_source_recovered(&m, dst_mem());
@@ -1497,7 +1467,7 @@ static void test_kill_src_server(void)
     }
     mig_go_slow(&m, true);
     kill(m.src.srv->pid, SIGKILL);
-    st = mig_wait(m.src.qts, &err);
+    st = devstate_mig_wait(m.src.qts, &err);
     g_assert_cmpstr(st, ==, "failed");
     g_assert_nonnull(err);
     rsp = qtest_qmp_assert_success_ref(m.src.qts,
@@ -1506,7 +1476,7 @@ static void test_kill_src_server(void)
     qobject_unref(rsp);
 
     migrate_to(m.src.qts, m.uri);
-    st2 = mig_wait(m.src.qts, &err2);
+    st2 = devstate_mig_wait(m.src.qts, &err2);
     g_assert_cmpstr(st2, ==, "failed");
     qtest_set_expected_status(m.dst.qts, EXIT_FAILURE);
     mig_end(&m);

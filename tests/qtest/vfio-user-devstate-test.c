@@ -199,25 +199,6 @@ static void test_no_interface_realize_error(void)
     devstate_server_stop(bad);
 }
 
-/* The status of the migration once it has ended */
-static char *wait_migration(QTestState *qts)
-{
-    int i;
-
-    for (i = 0; i < 3000; i++) {
-        g_autoptr(QDict) rsp = qtest_qmp(qts, "{'execute': 'query-migrate'}");
-        QDict *ret = qdict_get_qdict(rsp, "return");
-        const char *st = qdict_get_try_str(ret, "status");
-
-        if (st && (!strcmp(st, "completed") || !strcmp(st, "failed") ||
-                   !strcmp(st, "cancelled"))) {
-            return g_strdup(st);
-        }
-        g_usleep(10 * 1000);
-    }
-    g_assert_not_reached();
-}
-
 /*
  * Hot-unplug of a device whose MSI-X vector is enabled and firing and
  * whose DMA engine is writing guest RAM: the guest ejects it (ACPI PCI
@@ -283,7 +264,7 @@ static void test_unplug(void)
     /* The VM migrates without it. */
     qtest_qmp_assert_success(qts, "{'execute': 'migrate', 'arguments': "
                              "{'uri': %s}}", uri);
-    st = wait_migration(qts);
+    st = devstate_mig_wait(qts, NULL);
     g_assert_cmpstr(st, ==, "completed");
     qtest_qmp_assert_success(qts, "{'execute': 'cont'}");
 

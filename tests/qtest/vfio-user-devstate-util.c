@@ -16,6 +16,7 @@
 
 #include "libqtest.h"
 #include "hw/pci/pci_regs.h"
+#include "qobject/qdict.h"
 #include "vfio-user-devstate-util.h"
 
 const char *devstate_server_binary(void)
@@ -489,4 +490,33 @@ void devstate_msix_assert_fires(QTestState *qts, QPCIDevice *dev,
     g_assert_cmphex(qtest_readl(qts, DEVSTATE_MSIX_ADDR), ==,
                     DEVSTATE_MSIX_DATA);
     qtest_writel(qts, DEVSTATE_MSIX_ADDR, 0);
+}
+
+char *devstate_mig_status(QTestState *qts, char **err)
+{
+    QDict *rsp = qtest_qmp_assert_success_ref(qts,
+                                              "{'execute': 'query-migrate'}");
+    char *st = g_strdup(qdict_get_try_str(rsp, "status"));
+
+    if (err) {
+        *err = g_strdup(qdict_get_try_str(rsp, "error-desc"));
+    }
+    qobject_unref(rsp);
+    return st;
+}
+
+char *devstate_mig_wait(QTestState *qts, char **err)
+{
+    int i;
+
+    for (i = 0; i < 3000; i++) {
+        g_autofree char *st = devstate_mig_status(qts, NULL);
+
+        if (!strcmp(st, "completed") || !strcmp(st, "failed") ||
+            !strcmp(st, "cancelled")) {
+            return devstate_mig_status(qts, err);
+        }
+        g_usleep(20 * 1000);
+    }
+    g_assert_not_reached();
 }

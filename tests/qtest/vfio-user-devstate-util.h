@@ -106,4 +106,13 @@ void devstate_msix_setup(QPCIDevice *dev);
 void devstate_msix_assert_fires(QTestState *qts, QPCIDevice *dev,
                                 QPCIBar bar0);
 
+/* query-migrate: the status, and in *@err (if set) the error-desc */
+char *devstate_mig_status(QTestState *qts, char **err);
+
+/*
+ * Wait (at most 60 s) until the migration of @qts is no longer in
+ * progress: its final status, and in *@err (if set) the error-desc
+ */
+char *devstate_mig_wait(QTestState *qts, char **err);
+
 #endif /* VFIO_USER_DEVSTATE_UTIL_H */
